@@ -1,0 +1,221 @@
+"""Every error the proxy can answer with, and the one function that renders it.
+
+Theory of operation
+-------------------
+A proxy sits between two parties that can each break the rules, so errors come in
+two families:
+
+* ``ClientError``: the *client* broke HTTP (a malformed request line, an ambiguous
+  body length, a header section that is too large, a slow sender).  The answer is a
+  4xx/5xx status and, almost always, a closed connection: once the framing of one
+  request is in doubt, every byte after it is in doubt too (request smuggling).
+* ``UpstreamError``: the *backend* failed or broke HTTP (connection refused, a
+  timeout, an invalid response).  The client did nothing wrong; it gets 502, 503
+  or 504.
+
+Each class knows its HTTP status and whether the connection must close, in the
+spirit of h11's ``RemoteProtocolError(msg, error_status_hint=...)``.  Parsing code
+raises; only ``render_error`` turns an exception into response bytes, so no parser
+ever writes to a socket.
+
+Configuration problems (``ConfigError``) are not HTTP errors at all: they stop the
+program at start with one line that names the problem.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class ProxyError(Exception):
+    """Base of every error that becomes an HTTP response."""
+
+    status: int = 500
+    close: bool = True  # must the client connection be closed after the answer?
+
+    def __init__(self, message: str = "", *, status: int | None = None, close: bool | None = None):
+        super().__init__(message or HTTPStatus(status or self.status).phrase)
+        if status is not None:
+            self.status = status
+        if close is not None:
+            self.close = close
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+# --------------------------------------------------------------------------- client side
+class ClientError(ProxyError):
+    """The client broke the protocol or a limit; answered 4xx (or 501) and closed."""
+
+    status = 400
+
+
+class ProtocolError(ClientError):
+    """Bytes that are not valid HTTP/1.1 (RFC 9112).  Raised by the sans-IO parser.
+
+    The parser does not know whether the bytes came from a client or a backend;
+    code reading a *response* converts this into ``InvalidUpstreamResponse``.
+    """
+
+    status = 400
+
+
+class BadRequest(ProtocolError):
+    status = 400
+
+
+class Forbidden(ClientError):
+    """A policy (the forward proxy's destination rules) refused the request."""
+
+    status = 403
+
+
+class NotFound(ClientError):
+    """No route matches the request's Host and path."""
+
+    status = 404
+    close = False
+
+
+class RequestTimeout(ClientError):
+    """The client was too slow to send its header section (slowloris defence)."""
+
+    status = 408
+
+
+class LengthRequired(ProtocolError):
+    status = 411
+
+
+class ContentTooLarge(ProtocolError):
+    status = 413
+
+
+class URITooLong(ProtocolError):
+    status = 414
+
+
+class HeaderFieldsTooLarge(ProtocolError):
+    status = 431
+
+
+class NotImplementedByProxy(ProtocolError):
+    """A transfer coding or method the proxy does not implement (RFC 9112 §6.1 ¶13)."""
+
+    status = 501
+
+
+class IncompleteMessage(ProtocolError):
+    """The peer closed the connection in the middle of a message (a head or a body).
+
+    A body cut short is never reported as complete: a truncated upload forwarded as
+    if it were whole would be silently corrupted (RFC 9112 §8, "Handling Incomplete
+    Messages").
+    """
+
+    status = 400
+
+
+class HTTPVersionNotSupported(ProtocolError):
+    """A well-formed HTTP-version other than HTTP/1.0 or HTTP/1.1 (RFC 9110 §15.6.6)."""
+
+    status = 505
+
+
+# --------------------------------------------------------------------------- upstream side
+class UpstreamError(ProxyError):
+    """The backend failed; the client did nothing wrong."""
+
+    status = 502
+    close = False
+
+
+class BadGateway(UpstreamError):
+    """Refused, reset, or closed before a complete response head arrived."""
+
+    status = 502
+
+
+class InvalidUpstreamResponse(BadGateway):
+    """The backend's response is not valid HTTP/1.1; it is never forwarded."""
+
+
+class UpstreamTLSError(BadGateway):
+    """The backend's certificate did not verify, or its TLS handshake failed."""
+
+
+class GatewayTimeout(UpstreamError):
+    """The backend did not connect or answer in time."""
+
+    status = 504
+
+
+class ServiceUnavailable(UpstreamError):
+    """Every backend of the pool is marked down, or the proxy is at its limit."""
+
+    status = 503
+
+
+# --------------------------------------------------------------------------- configuration
+class ConfigError(Exception):
+    """Bad configuration found at start: printed as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- rendering
+def render_error(error: ProxyError, *, server: str = "tlsproxy") -> bytes:
+    """The complete HTTP/1.1 response for ``error``: status line, headers, short body.
+
+    The body is one line of plain text that says what went wrong, so that a student
+    running curl sees the reason without reading the proxy's log.
+    """
+    phrase = HTTPStatus(error.status).phrase
+    body = f"{error.status} {phrase}: {error.message}\n".encode("utf-8", "replace")
+    head = [
+        f"HTTP/1.1 {error.status} {phrase}",
+        f"Server: {server}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+    ]
+    if error.close:
+        head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+# --------------------------------------------------------------------------- TLS bytes
+class TLSParseError(ProtocolError):
+    """Bytes that are not a well-formed TLS record or handshake message.
+
+    Raised by the sans-IO TLS parsers (``proxy.tls.records``, ``proxy.tls.clienthello``,
+    ``proxy.tls.keyschedule``) for input that breaks RFC 8446 / RFC 5246 framing: a
+    record that is not a handshake record where one must be, a length that overruns
+    its container, a vector whose length is not a multiple of its element size, an
+    extension sent twice (RFC 8446 §4.2), a message larger than the configured limit.
+
+    It is a client error (the client sent the bytes) and always closes the
+    connection.  In passthrough mode there is no HTTP to answer with: the proxy
+    closes, or sends a TLS alert.  ``alert`` carries the TLS alert description a TLS
+    endpoint would send for this fault (RFC 8446 §6.2), in the spirit of h11's
+    ``error_status_hint``: 50 decode_error by default, 47 illegal_parameter for a
+    value that parses but is forbidden, 22 record_overflow, 10 unexpected_message.
+    """
+
+    status = 400
+    alert: int = 50  # decode_error
+
+    def __init__(self, message: str = "", *, alert: int | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        if alert is not None:
+            self.alert = alert
+
+
+class TLSDecryptError(TLSParseError):
+    """A protected TLS record did not authenticate (RFC 8446 §5.2: bad_record_mac).
+
+    The AEAD tag check failed: wrong traffic secret, wrong sequence number, the
+    wrong cipher suite, or bytes changed in transit.  Raised by the teaching
+    decryptor in ``proxy.tls.keyschedule``; never by the proxy's own data path.
+    """
+
+    alert = 20  # bad_record_mac
