@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("proxy.demo", "start two origins and the proxy, show TLS termination at work"),
     "origin": ("proxy.origin", "run a demo origin server that says who it is"),
     "certs": ("proxy.pki", "write a development CA and leaf certificates"),
+    "export": ("proxy.nginx", "write the nginx configuration equivalent to a TOML config"),
 }
 
 EPILOG = """\

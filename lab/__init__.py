@@ -1,0 +1,1 @@
+"""Lab exercises and the network-namespace topology they run on."""

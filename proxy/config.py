@@ -1,0 +1,378 @@
+"""Configuration: a TOML file (or command-line flags) turned into frozen dataclasses.
+
+Theory of operation
+-------------------
+Everything the proxy can be told lives in one ``Config`` tree of frozen dataclasses,
+built in exactly two ways: ``load(path)`` reads a TOML file, ``from_flags(...)``
+builds the one-listener, one-pool case from ``tlsproxy serve`` flags.  Both end in
+``validate()``, so a mistake is found at start and reported as one ``ConfigError``
+line that names it (an unknown key, a missing file, a pool nobody defined), never
+as a traceback halfway through the first request.
+
+The file, in brief (the README documents every key; ``lab/configs/`` has examples)::
+
+    [[listeners]]
+    listen = "127.0.0.1:8443"
+    mode = "terminate"                # terminate | passthrough | forward
+    certs = [{ cert = "certs/www.example.test.pem", key = "certs/www.example.test.key" }]
+
+    [[pools]]
+    name = "web"
+    strategy = "round_robin"          # round_robin | least_connections | weighted
+    backends = ["http://127.0.0.1:9001", { url = "http://127.0.0.1:9002", weight = 2 }]
+
+    [[routes]]
+    host = "www.example.test"         # or "*.example.test", or "*" (any)
+    path = "/"                        # a path prefix
+    pool = "web"
+
+A pool whose backends are ``https://`` URLs is reached over TLS: that is the
+re-encrypt setup (end-to-end TLS with two sessions).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.errors import ConfigError
+from proxy.http1 import Limits as HTTPLimits
+
+MODES = ("terminate", "passthrough", "forward")
+STRATEGIES = ("round_robin", "least_connections", "weighted")
+
+
+# --------------------------------------------------------------------------- dataclasses
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    url: str
+    scheme: str  # "http" or "https" (https: the re-encrypt setup)
+    host: str
+    port: int
+    weight: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.scheme}://{Address(self.host, self.port)}"
+
+
+@dataclass(frozen=True)
+class BackendTLS:
+    """How the proxy speaks TLS to https:// backends (the re-encrypt setup)."""
+
+    ca: str | None = None  # verify the origin's certificate against this CA
+    cert: str | None = None  # present this client certificate (mutual TLS)
+    key: str | None = None
+    server_name: str | None = None  # SNI sent to the origin; default: the backend host
+    sni_from_host: bool = False  # send the client's Host as SNI instead
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Active checks (``path`` set) and passive ejection, with nginx-like defaults."""
+
+    path: str | None = None  # e.g. "/health"; None: no active checks
+    interval: float = 2.0  # seconds between active checks
+    timeout: float = 1.0
+    rise: int = 2  # consecutive successes that bring a backend back (HAProxy `rise 2`)
+    fall: int = 3  # consecutive failures that take it down (HAProxy `fall 3`)
+    max_fails: int = 1  # passive: failures before ejection (nginx `max_fails=1`)
+    fail_timeout: float = 10.0  # passive: seconds a failed backend stays out (nginx `fail_timeout=10s`)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    backends: tuple[BackendConfig, ...]
+    strategy: str = "round_robin"
+    health: HealthConfig = field(default_factory=HealthConfig)
+    tls: BackendTLS = field(default_factory=BackendTLS)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    pool: str
+    host: str = "*"  # exact name, "*.suffix" wildcard, or "*" for any
+    path: str = "/"  # path prefix (terminate mode)
+    sni: str | None = None  # passthrough mode routes on the ClientHello's server_name
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    listen: Address
+    mode: str = "terminate"
+    certs: tuple[CertFiles, ...] = ()
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds.  Defaults and where they come from."""
+
+    handshake: float = 10.0  # TLS handshake; a client that stalls mid-handshake is dropped
+    header_read: float = 10.0  # whole request head (HAProxy `timeout http-request 10s`; slowloris)
+    idle_keepalive: float = 75.0  # between requests (nginx `keepalive_timeout 75s`)
+    body_read: float = 60.0  # between two reads of a request body (nginx `client_body_timeout 60s`)
+    backend_connect: float = 5.0  # (nginx `proxy_connect_timeout` is 60s; 5s fails faster in a lab)
+    backend_read: float = 60.0  # between two reads from a backend (nginx `proxy_read_timeout 60s`)
+    send: float = 60.0  # between two writes to a client (nginx `send_timeout 60s`)
+    pool_idle: float = 30.0  # an idle pooled backend connection is closed after this
+    # (nginx's `keepalive_timeout` on the origin side is 75s; expiring earlier avoids
+    #  reusing a connection the origin has just closed)
+    shutdown_grace: float = 10.0  # in-flight requests get this long after SIGTERM
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int = 1024  # concurrent client connections (nginx `worker_connections 512` x 2 workers)
+    max_requests_per_connection: int = 1000  # nginx `keepalive_requests 1000`
+    pool_max_idle: int = 32  # idle connections kept per backend (nginx `keepalive 32` is a common setting)
+    http: HTTPLimits = field(default_factory=HTTPLimits)
+
+
+@dataclass(frozen=True)
+class Config:
+    listeners: tuple[ListenerConfig, ...]
+    pools: tuple[PoolConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    access_log: str | None = "-"  # "-" is stderr; None disables
+    keylog: str | None = None  # NSS key log of the client leg (lab only!)
+    backend_keylog: str | None = None  # key log of the backend leg (re-encrypt)
+    trace: bool = False  # print each TLS handshake as it happens
+    forward_policy: tuple[dict[str, Any], ...] = ()  # forward mode rules (see proxy.modes.forward)
+    extra: dict[str, Any] = field(default_factory=dict)  # sections other modules own
+
+    def pool(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- parsing helpers
+def parse_address(text: str, *, what: str = "listen address") -> Address:
+    """'127.0.0.1:8443', '[::1]:8443' or 'localhost:8443' -> Address."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"bad {what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443")
+    return Address(host, int(port))
+
+
+def parse_backend(value: str | dict[str, Any], *, where: str) -> BackendConfig:
+    if isinstance(value, str):
+        value = {"url": value}
+    _reject_unknown(value, {"url", "weight"}, where)
+    url = value.get("url")
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}: a backend needs a url like http://127.0.0.1:9001")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: bad backend url {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"{where}: backend url {url!r} must not have a path")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"{where}: bad port in backend url {url!r}") from None
+    weight = value.get("weight", 1)
+    if not isinstance(weight, int) or weight < 1:
+        raise ConfigError(f"{where}: weight must be a positive integer, got {weight!r}")
+    return BackendConfig(url=url, scheme=parts.scheme, host=parts.hostname, port=port, weight=weight)
+
+
+def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
+def _dataclass_from(cls: type, table: dict[str, Any], where: str, **overrides: Any):
+    """Build a flat dataclass from a TOML table, rejecting unknown keys and wrong types."""
+    names = {f.name: f for f in fields(cls)}
+    _reject_unknown(table, set(names) - set(overrides), where)
+    values: dict[str, Any] = {}
+    defaults = cls(**overrides) if overrides else cls()
+    for key, value in table.items():
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int):
+            value = float(value)
+        if getattr(defaults, key) is not None and not isinstance(value, expected):
+            raise ConfigError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
+        values[key] = value
+    return replace(defaults, **values)
+
+
+# --------------------------------------------------------------------------- loading
+def load(path: str) -> Config:
+    """Read and validate a TOML configuration file."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    base = os.path.dirname(os.path.abspath(path))
+    return from_table(data, base_dir=base, where=path)
+
+
+def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "config") -> Config:
+    known = {"listeners", "pools", "routes", "timeouts", "limits", "proxy", "forward", "admin", "health"}
+    _reject_unknown(data, known, where)
+
+    def resolve(p: str | None) -> str | None:
+        return None if p is None else os.path.normpath(os.path.join(base_dir, os.path.expanduser(p)))
+
+    listeners = []
+    for i, table in enumerate(data.get("listeners", [])):
+        w = f"{where}: listeners[{i}]"
+        _reject_unknown(table, {"listen", "mode", "certs"}, w)
+        if "listen" not in table:
+            raise ConfigError(f"{w}: missing 'listen' (e.g. listen = \"127.0.0.1:8443\")")
+        certs = []
+        for j, c in enumerate(table.get("certs", [])):
+            _reject_unknown(c, {"cert", "key"}, f"{w}.certs[{j}]")
+            if "cert" not in c or "key" not in c:
+                raise ConfigError(f"{w}.certs[{j}]: needs both cert and key")
+            certs.append(CertFiles(resolve(c["cert"]), resolve(c["key"])))
+        listeners.append(ListenerConfig(parse_address(table["listen"]), table.get("mode", "terminate"), tuple(certs)))
+
+    pools = []
+    for i, table in enumerate(data.get("pools", [])):
+        w = f"{where}: pools[{i}]"
+        _reject_unknown(table, {"name", "backends", "strategy", "health", "tls"}, w)
+        if "name" not in table:
+            raise ConfigError(f"{w}: missing 'name'")
+        backends = tuple(parse_backend(b, where=f"{w}.backends") for b in table.get("backends", []))
+        health = _dataclass_from(HealthConfig, table.get("health", {}), f"{w}.health")
+        tls_table = dict(table.get("tls", {}))
+        for key in ("ca", "cert", "key"):
+            if key in tls_table:
+                tls_table[key] = resolve(tls_table[key])
+        tls = _dataclass_from(BackendTLS, tls_table, f"{w}.tls")
+        pools.append(PoolConfig(table["name"], backends, table.get("strategy", "round_robin"), health, tls))
+
+    routes = []
+    for i, table in enumerate(data.get("routes", [])):
+        w = f"{where}: routes[{i}]"
+        _reject_unknown(table, {"host", "path", "sni", "pool"}, w)
+        if "pool" not in table:
+            raise ConfigError(f"{w}: missing 'pool'")
+        routes.append(RouteConfig(table["pool"], table.get("host", "*"), table.get("path", "/"), table.get("sni")))
+    if pools and not routes:  # one pool and no routes: everything goes to it
+        routes.append(RouteConfig(pools[0].name))
+
+    timeouts = _dataclass_from(Timeouts, data.get("timeouts", {}), f"{where}: timeouts")
+    limits_table = dict(data.get("limits", {}))
+    http_keys = {f.name for f in fields(HTTPLimits)}
+    http = _dataclass_from(HTTPLimits, {k: v for k, v in limits_table.items() if k in http_keys}, f"{where}: limits")
+    limits = _dataclass_from(Limits, {k: v for k, v in limits_table.items() if k not in http_keys}, f"{where}: limits", http=http)
+
+    proxy_table = data.get("proxy", {})
+    _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace"}, f"{where}: proxy")
+    config = Config(
+        listeners=tuple(listeners),
+        pools=tuple(pools),
+        routes=tuple(routes),
+        timeouts=timeouts,
+        limits=limits,
+        access_log=proxy_table.get("access_log", "-"),
+        keylog=resolve(proxy_table.get("keylog")),
+        backend_keylog=resolve(proxy_table.get("backend_keylog")),
+        trace=bool(proxy_table.get("trace", False)),
+        forward_policy=tuple(data.get("forward", {}).get("rules", ())),
+        extra={k: data[k] for k in ("forward", "admin") if k in data},
+    )
+    return validate(config)
+
+
+def from_flags(
+    *,
+    listen: str,
+    mode: str = "terminate",
+    certs: list[tuple[str, str]] = (),
+    backends: list[str] = (),
+    strategy: str = "round_robin",
+    backend_tls: BackendTLS = BackendTLS(),
+    **options: Any,
+) -> Config:
+    """The one-listener, one-pool configuration behind ``tlsproxy serve --backend ...``."""
+    pool = PoolConfig(
+        "default",
+        tuple(parse_backend(b, where="--backend") for b in backends),
+        strategy,
+        tls=backend_tls,
+    )
+    listener = ListenerConfig(parse_address(listen), mode, tuple(CertFiles(c, k) for c, k in certs))
+    return validate(
+        Config(listeners=(listener,), pools=(pool,) if backends else (), routes=(RouteConfig("default"),) if backends else (), **options)
+    )
+
+
+def validate(config: Config) -> Config:
+    if not config.listeners:
+        raise ConfigError("no listener: give --listen HOST:PORT or a [[listeners]] table")
+    pool_names = [p.name for p in config.pools]
+    for name in pool_names:
+        if pool_names.count(name) > 1:
+            raise ConfigError(f"pool {name!r} is defined twice")
+    for listener in config.listeners:
+        if listener.mode not in MODES:
+            raise ConfigError(f"listener {listener.listen}: unknown mode {listener.mode!r} (one of {', '.join(MODES)})")
+        if listener.mode == "terminate" and not listener.certs:
+            raise ConfigError(f"listener {listener.listen}: terminate mode needs a certificate (--cert and --key)")
+        if listener.mode != "forward" and not config.pools:
+            raise ConfigError(f"listener {listener.listen}: no backend to forward to (give --backend URL)")
+        for files in listener.certs:
+            for path in (files.cert, files.key):
+                if not os.path.isfile(path):
+                    raise ConfigError(f"certificate file {path} not found")
+    for pool in config.pools:
+        if pool.strategy not in STRATEGIES:
+            raise ConfigError(f"pool {pool.name!r}: unknown strategy {pool.strategy!r} (one of {', '.join(STRATEGIES)})")
+        if not pool.backends:
+            raise ConfigError(f"pool {pool.name!r} has no backends")
+        for path in (pool.tls.ca, pool.tls.cert, pool.tls.key):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"pool {pool.name!r}: file {path} not found")
+        if bool(pool.tls.cert) != bool(pool.tls.key):
+            raise ConfigError(f"pool {pool.name!r}: a client certificate needs both cert and key")
+    for route in config.routes:
+        if route.pool not in pool_names:
+            raise ConfigError(f"route to pool {route.pool!r}, but no pool has that name")
+        if not route.path.startswith("/"):
+            raise ConfigError(f"route path {route.path!r} must start with '/'")
+    return config
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

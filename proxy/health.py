@@ -1,0 +1,90 @@
+"""Active health checks: probe each backend on an interval, take it out and bring it back.
+
+Theory of operation
+-------------------
+Passive health (``proxy.balancer``) learns only from real traffic: a backend that
+died is found out by the next unlucky request, and one that recovered is retried
+blindly after ``fail_timeout``.  Active checks ask instead: every ``interval``
+seconds one thread sends ``GET <path>`` to each backend of each pool that has a
+``health.path``.  A 2xx/3xx answer within ``timeout`` is a success.
+
+Flapping is damped the way HAProxy's ``check rise 2 fall 3`` does it: a backend
+goes *down* after ``fall`` consecutive failures and comes back *up* after ``rise``
+consecutive successes.  Coming back also clears any passive ejection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+
+from proxy.balancer import Backend, Balancer
+
+
+class HealthChecker:
+    def __init__(self, server):
+        self.server = server
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="health-checks", daemon=True)
+        self.checks = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _targets(self) -> list[tuple[Balancer, Backend]]:
+        targets = []
+        for pool in self.server.config.pools:
+            if pool.health.path:
+                balancer = self.server.balancers[pool.name]
+                targets.extend((balancer, b) for b in balancer.backends)
+        return targets
+
+    def _run(self) -> None:
+        interval = min(p.health.interval for p in self.server.config.pools if p.health.path)
+        while not self.stopping.is_set():
+            for balancer, backend in self._targets():
+                if self.stopping.is_set():
+                    return
+                self.record(balancer, backend, self.probe(balancer, backend))
+            self.checks += 1
+            self.stopping.wait(interval)
+
+    def probe(self, balancer: Balancer, backend: Backend) -> str | None:
+        """None if healthy, else the reason."""
+        health = balancer.health
+        if backend.tls:
+            context = self.server.backend_pool.tls_contexts[backend.name]
+            conn = http.client.HTTPSConnection(backend.host, backend.port, timeout=health.timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(backend.host, backend.port, timeout=health.timeout)
+        try:
+            conn.request("GET", health.path, headers={"User-Agent": "tlsproxy-health", "Connection": "close"})
+            response = conn.getresponse()
+            response.read()
+            if response.status >= 400:
+                return f"health check {health.path} answered {response.status}"
+            return None
+        except (OSError, http.client.HTTPException) as error:
+            return f"health check failed: {error}"
+        finally:
+            conn.close()
+
+    @staticmethod
+    def record(balancer: Balancer, backend: Backend, failure: str | None) -> None:
+        health = balancer.health
+        with balancer.lock:
+            if failure is None:
+                backend.check_failures = 0
+                backend.check_successes += 1
+                if backend.active_down and backend.check_successes >= health.rise:
+                    backend.active_down = False
+                    backend.down_until = 0.0  # also forgive a passive ejection
+            else:
+                backend.check_successes = 0
+                backend.check_failures += 1
+                backend.last_error = failure
+                if backend.check_failures >= health.fall:
+                    backend.active_down = True

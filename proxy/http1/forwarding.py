@@ -1,0 +1,233 @@
+"""What a proxy changes in a message it forwards (RFC 9110 §7.6).
+
+Theory of operation
+-------------------
+A proxy joins two connections, and some fields describe only one of them: they are
+*hop-by-hop* (RFC 9110 §7.6.1).  ``Connection`` and the fields it names, keep-alive,
+the transfer coding, an Upgrade offer, proxy credentials: each belongs to the hop it
+arrived on and must be removed before forwarding, or the next hop would act on
+promises this proxy never made (a client's "Connection: close" closing the pooled
+backend connection; a "Transfer-Encoding: chunked" describing bytes the proxy has
+re-framed).
+
+What the proxy adds is end-to-end information about the hop it removed:
+
+* ``X-Forwarded-For`` (the client's address, appended to any list already there),
+  ``X-Forwarded-Proto`` (``https`` when the proxy terminated TLS) and
+  ``X-Forwarded-Host`` (the Host the client asked for): the de facto headers that
+  tell a backend what the proxy took away;
+* ``Via`` (RFC 9110 §7.6.3): "1.1 tlsproxy" appended, which also lets a proxy notice
+  a forwarding loop.
+
+Framing is re-derived, never copied: the forwarded message gets exactly one framing
+header, written from the ``Framing`` the reader decided, so a backend cannot read the
+body length differently from the proxy (request smuggling, RFC 9112 §11.2).
+
+Each function makes one pass over the field lines (this runs for every request and
+every response): fields it drops or rewrites are skipped on the way, and what the
+proxy adds goes at the end (the order of *different* field names carries no meaning,
+RFC 9110 §5.3).
+"""
+
+from __future__ import annotations
+
+from proxy.errors import InvalidUpstreamResponse
+from proxy.http1.events import Request, Response
+from proxy.http1.framing import parse_transfer_coding, persistent_connection
+from proxy.http1.head import split_absolute_form
+from proxy.http1.headers import Headers
+
+# RFC 9110 §7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding
+# and Upgrade; RFC 2616 §13.5.1 added Trailer, Proxy-Authenticate and
+# Proxy-Authorization, and every major proxy (nginx, HAProxy, Go's ReverseProxy)
+# still strips them.
+HOP_BY_HOP: frozenset[str] = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+# Fields a client must not be able to remove by naming them in Connection: Host is
+# needed by the backend to pick a site (RFC 9110 §7.6.1: a connection option must not
+# name a field "intended for all recipients").  Framing fields are re-written anyway.
+_PROTECTED = frozenset({"host"})
+
+# What prepare_upstream_request drops and writes itself.
+_REWRITTEN_UPSTREAM = HOP_BY_HOP | {
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+}
+_REWRITTEN_DOWNSTREAM = HOP_BY_HOP | {"via"}
+
+# Fields that decide framing, routing or authentication cannot arrive in a trailer
+# section and be trusted (RFC 9110 §6.5.1); a recipient that merged them into the
+# header section would be open to smuggling.  ``prepare_trailers`` drops them.
+_NOT_IN_TRAILERS = HOP_BY_HOP | {
+    "content-length",
+    "host",
+    "content-encoding",
+    "content-type",
+    "content-range",
+    "authorization",
+    "set-cookie",
+    "cache-control",
+    "expect",
+    "max-forwards",
+}
+
+
+def _connection_options(headers: Headers) -> frozenset[str] | set[str]:
+    """The field names a Connection field declares hop-by-hop (RFC 9110 §7.6.1)."""
+    if not headers._values("connection"):
+        return frozenset()
+    return set(headers.tokens("connection")) - _PROTECTED
+
+
+def strip_hop_by_hop(headers: Headers) -> Headers:
+    """A copy of ``headers`` without hop-by-hop fields or the fields Connection names."""
+    drop = HOP_BY_HOP | _connection_options(headers)
+    return Headers._from_fields([f for f in headers._fields if f[0] not in drop])
+
+
+def client_keep_alive(request: Request) -> bool:
+    """RFC 9112 §9.3: may the client send another request on this connection?"""
+    if request.framing.kind == "tunnel":
+        return False
+    return persistent_connection(request.version, request.headers)
+
+
+def prepare_upstream_request(
+    request: Request, *, client_ip: str, proto: str, via: str = "1.1 tlsproxy"
+) -> Request:
+    """The request to send to the backend; ``request`` itself is not changed.
+
+    * hop-by-hop fields removed (see ``strip_hop_by_hop``), Content-Length too;
+    * exactly one framing header, from ``request.framing``: ``Content-Length: n`` for
+      "length", ``Transfer-Encoding: chunked`` for "chunked", none for "none";
+    * version HTTP/1.1 (the proxy speaks 1.1 to the backend whatever the client spoke);
+    * an absolute-form target (forward proxy) becomes origin-form, and Host is set
+      from the URI (RFC 9112 §3.2.2: the URI's authority overrides Host);
+    * X-Forwarded-For += client_ip; X-Forwarded-Proto = proto; X-Forwarded-Host = Host;
+      Via += via.
+    No Connection field is added: persistence to the backend is the pool's business.
+    """
+    source = request.headers
+    options = _connection_options(source)
+    forwarded_for: list[str] = []
+    prior_via: list[str] = []
+    host = None
+    fields: list[tuple[str, str, str]] = []
+    append = fields.append
+    for field in source._fields:
+        lower = field[0]
+        if lower in options:
+            continue
+        if lower in _REWRITTEN_UPSTREAM:
+            if lower == "x-forwarded-for":
+                forwarded_for.append(field[2])
+            elif lower == "via":
+                prior_via.append(field[2])
+            continue
+        if lower == "host":
+            host = field[2]
+        append(field)
+
+    target = request.target
+    if target[:1] != "/" and target != "*" and "://" in target:
+        _, authority, target = split_absolute_form(target)
+        fields = [f for f in fields if f[0] != "host"]
+        host = authority
+        fields.insert(0, ("host", "Host", host))
+
+    framing = request.framing
+    if framing.kind == "length":
+        append(("content-length", "Content-Length", str(framing.length)))
+    elif framing.kind == "chunked":
+        append(("transfer-encoding", "Transfer-Encoding", "chunked"))
+    forwarded_for.append(client_ip)
+    append(("x-forwarded-for", "X-Forwarded-For", ", ".join(forwarded_for)))
+    append(("x-forwarded-proto", "X-Forwarded-Proto", proto))
+    if host is not None:
+        append(("x-forwarded-host", "X-Forwarded-Host", host))
+    prior_via.append(via)
+    append(("via", "Via", ", ".join(prior_via)))
+    return Request(
+        request.method,
+        target,
+        "HTTP/1.1",
+        Headers._from_fields(fields),
+        framing=framing,
+        keep_alive=request.keep_alive,
+        expect_continue=request.expect_continue,
+    )
+
+
+def prepare_downstream_response(
+    response: Response, *, client_version: str, request_method: str, via: str = "1.1 tlsproxy"
+) -> tuple[Response, str]:
+    """The response to send to the client, and how to send its body.
+
+    ``body_mode`` is "none", "length" (Content-Length kept), "chunked" (the proxy
+    chunk-encodes what it reads) or "close" (raw bytes, then close the connection).
+    A chunked or close-delimited upstream body goes out chunked to an HTTP/1.1
+    client and close-delimited to an HTTP/1.0 client, who does not know chunked
+    (RFC 9112 §6.1: no Transfer-Encoding in a response to an HTTP/1.0 request).
+    The response's version is HTTP/1.1 (RFC 9110 §2.5: a server sends its own
+    version).  The caller adds Connection as it decides (close for "close" mode),
+    and must not forward a 1xx to an HTTP/1.0 client (RFC 9110 §15.2).
+    """
+    source = response.headers
+    options = _connection_options(source)
+    drop = _REWRITTEN_DOWNSTREAM | options
+    kind = response.framing.kind
+    if request_method == "HEAD" or kind == "none" or kind == "tunnel":
+        mode = "none"
+    elif kind == "length":
+        mode = "length"
+    else:
+        # Chunked or close-delimited upstream: re-framed here, so no Content-Length.
+        drop = drop | {"content-length"}
+        # Keep any transfer coding the backend applied besides chunked (gzip, ...):
+        # dropping it with Transfer-Encoding would hand the client coded bytes unannounced.
+        codings = [
+            c for c in parse_transfer_coding(source._values("transfer-encoding") or []) if c != "chunked"
+        ]
+        if client_version == "HTTP/1.1":
+            mode = "chunked"
+        elif codings:
+            raise InvalidUpstreamResponse(
+                "a transfer coding other than chunked cannot be sent to an HTTP/1.0 client"
+            )
+        else:
+            mode = "close"
+    prior_via = [] if "via" in options else (source._values("via") or [])
+    fields = [f for f in source._fields if f[0] not in drop]
+    if mode == "chunked":
+        fields.append(("transfer-encoding", "Transfer-Encoding", ", ".join(codings + ["chunked"])))
+    fields.append(("via", "Via", ", ".join(prior_via + [via])))
+    forwarded = Response(
+        "HTTP/1.1",
+        response.status,
+        response.reason,
+        Headers._from_fields(fields),
+        framing=response.framing,
+        keep_alive=response.keep_alive,
+    )
+    return forwarded, mode
+
+
+def prepare_trailers(trailers: Headers) -> Headers:
+    """Trailer fields safe to forward: hop-by-hop and framing/routing fields dropped."""
+    drop = _NOT_IN_TRAILERS
+    return Headers._from_fields([f for f in trailers._fields if f[0] not in drop])

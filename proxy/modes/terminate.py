@@ -1,0 +1,422 @@
+"""Terminate (and re-encrypt): serve HTTP on a decrypted client connection.
+
+Theory of operation
+-------------------
+By the time ``handle`` runs, the server has completed the TLS handshake: the socket
+reads and writes plaintext.  This module is the HTTP half of a reverse proxy, one
+request at a time, in order (pipelined requests wait their turn)::
+
+    read request head ──▶ route (Host, path) ──▶ pick backend ──▶ borrow connection
+        ──▶ send rewritten head, stream body ──▶ read response head
+        ──▶ send rewritten head, stream body ──▶ return connection ──▶ next request
+
+The *re-encrypt* setup is the same code: when the chosen backend is ``https://``,
+the pool's connection is itself a TLS socket, so the request is encrypted again.
+
+Three promises a proxy must keep, and where they are kept:
+
+* **Never forward an ambiguous request.**  The sans-IO reader (``proxy.http1``)
+  decides the body length per RFC 9112 §6.3 and raises on anything ambiguous; the
+  error becomes a 4xx and the connection closes, because after a framing error no
+  later byte can be trusted (request smuggling).
+* **Never pass a cut body off as whole.**  If the backend fails mid-body, the
+  client connection is closed without the final chunk or the missing bytes, so the
+  client sees a truncated message, not a complete wrong one.
+* **Never answer the wrong client.**  A backend connection returns to the pool only
+  after its response was read to the exact end; one with leftover bytes is closed.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+from proxy import http1
+from proxy.drive import Deadline, next_event
+from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, NotFound,
+                          ProtocolError, ProxyError, RequestTimeout, UpstreamError, render_error)
+from proxy.routing import normalize_host
+
+VIA = "1.1 tlsproxy"
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
+FLUSH_AT = 256 * 1024  # coalesce small pieces into one TLS write up to this size
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class AbortConnection(Exception):
+    """The response was already under way when something failed: close, don't answer."""
+
+
+class ClientGone(Exception):
+    """The client closed or reset the connection."""
+
+
+def handle(server, conn) -> None:
+    """Serve requests on ``conn`` until either side closes or a limit is reached."""
+    HTTPConnectionHandler(server, conn, proto="https" if conn.tls_version else "http").run()
+
+
+class HTTPConnectionHandler:
+    """One client connection's request loop (also used by the forward proxy)."""
+
+    def __init__(self, server, conn, *, proto: str, allow_absolute_form: bool = False, allow_connect: bool = False):
+        self.server = server
+        self.conn = conn
+        self.sock = conn.sock
+        self.proto = proto
+        self.timeouts = server.timeouts
+        self.reader = http1.RequestReader(server.limits.http, allow_absolute_form=allow_absolute_form,
+                                          allow_connect=allow_connect)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        while not self.server.draining or self.conn.requests == 0:
+            self.conn.state = "idle"
+            request = self.read_request_head()
+            if request is None:
+                return
+            self.conn.state = "busy"
+            self.conn.requests += 1
+            if not self.serve(request):
+                return
+
+    def read_request_head(self) -> http1.Request | None:
+        """The next request head, or None when the client is gone or too slow (answered)."""
+        first = True
+        sent_something = False
+
+        def on_bytes(n: int) -> None:
+            nonlocal sent_something
+            sent_something = True
+            self.bytes_in += n
+
+        # Wait for the first byte as long as keep-alive allows, then the whole head
+        # must arrive within header_read seconds (slowloris defence).
+        deadline = None
+        try:
+            while True:
+                timeout = self.timeouts.idle_keepalive if first and self.conn.requests else self.timeouts.header_read
+                if not first or not self.conn.requests:
+                    deadline = deadline or time.monotonic() + self.timeouts.header_read
+                event = next_event(self.reader, self.sock, http1.NEED_DATA, timeout=timeout,
+                                   deadline=deadline, on_bytes=on_bytes)
+                if event is http1.ConnectionClosed:
+                    return None
+                if isinstance(event, http1.Request):
+                    return event
+                first = False  # unreachable for a well-behaved reader; keep looping
+        except (TimeoutError, Deadline):
+            if sent_something or self.reader_has_partial():
+                self.send_error(RequestTimeout(f"request head not received within {self.timeouts.header_read:g}s"))
+            return None
+        except ProtocolError as error:
+            self.send_error(error)
+            self.log_error(error)
+            return None
+        except (OSError, ssl.SSLError):
+            return None
+
+    def reader_has_partial(self) -> bool:
+        return bool(getattr(self.reader, "has_partial", lambda: False)())
+
+    # ------------------------------------------------------------------ one request
+    def serve(self, request: http1.Request) -> bool:
+        """Proxy one request; True if the connection may carry another."""
+        started = time.perf_counter()
+        exchange = Exchange(self, request)
+        try:
+            exchange.forward()
+        except ClientGone:
+            exchange.outcome = "client-gone"
+            return False
+        except AbortConnection as error:
+            exchange.outcome = f"aborted: {error}"
+            return False
+        except ProxyError as error:
+            exchange.status = error.status
+            exchange.outcome = str(error)
+            if exchange.response_started:
+                return False
+            self.send_error(error)
+            # After an error the unread rest of a request body would be parsed as the
+            # next request: close unless the request was read to its end.
+            return not error.close and exchange.request_done
+        finally:
+            exchange.log(time.perf_counter() - started)
+        return exchange.keep_alive
+
+    def send_error(self, error: ProxyError) -> None:
+        try:
+            self.sock.settimeout(self.timeouts.send)
+            data = render_error(error)
+            self.sock.sendall(data)
+            self.bytes_out += len(data)
+        except OSError:
+            pass
+
+    def log_error(self, error: ProxyError) -> None:
+        self.server.access_log.write(f"{self.conn.client} \"-\" {error.status} rejected: {error} {self.conn.tls_summary()}")
+        self.server.stats.statuses[error.status] += 1
+
+    # ------------------------------------------------------------------ I/O helpers
+    def client_send(self, data) -> None:
+        try:
+            self.sock.settimeout(self.timeouts.send)
+            self.sock.sendall(data)
+        except (OSError, ssl.SSLError):
+            raise ClientGone() from None
+        self.bytes_out += len(data)
+
+    def client_event(self):
+        """The next event of the request body (Data / EndOfMessage)."""
+        def count(n: int) -> None:
+            self.bytes_in += n
+
+        try:
+            event = next_event(self.reader, self.sock, http1.NEED_DATA, timeout=self.timeouts.body_read, on_bytes=count)
+        except TimeoutError:
+            raise RequestTimeout(f"request body stalled for {self.timeouts.body_read:g}s") from None
+        except (OSError, ssl.SSLError):
+            raise ClientGone() from None
+        return event
+
+
+class Exchange:
+    """One request and its response, from head to last byte."""
+
+    def __init__(self, handler: HTTPConnectionHandler, request: http1.Request):
+        self.handler = handler
+        self.server = handler.server
+        self.request = request
+        self.status = 0
+        self.response_bytes = 0
+        self.backend = None
+        self.outcome = ""
+        self.request_done = request.framing.kind == "none"
+        self.response_started = False
+        self.keep_alive = False
+
+    # ------------------------------------------------------------------ routing
+    def route(self) -> str:
+        request = self.request
+        host = request.headers.get("host")
+        path = request.target.split("?", 1)[0]
+        pool = self.server.router.route(host, path)
+        if pool is None:
+            raise NotFound(f"no route for host {normalize_host(host)!r} and path {path!r}", close=not self.request_done)
+        return pool
+
+    def upstream_head(self) -> bytes:
+        request = self.request
+        upstream = http1.prepare_upstream_request(request, client_ip=self.handler.conn.address[0],
+                                                  proto=self.handler.proto, via=VIA)
+        # The proxy answers "Expect: 100-continue" itself (as nginx does) once it has a
+        # backend, so the origin never waits for a 100 it would not know to send.
+        upstream.headers.remove("expect")
+        return http1.serialize_request_head(upstream)
+
+    # ------------------------------------------------------------------ the exchange
+    def forward(self) -> None:
+        pool_name = self.route()
+        self.pool_name = pool_name
+        balancer = self.server.balancers[pool_name]
+        head = self.upstream_head()
+        retryable = self.request.method in IDEMPOTENT and self.request.framing.kind == "none"
+        backend = balancer.pick()
+        self.backend = backend
+        try:
+            for attempt in (1, 2):
+                conn = self.connect(balancer, backend, fresh=attempt == 2)
+                try:
+                    self.send_request(conn, head)
+                    response = self.read_response_head(conn)
+                except _RetryableFailure as failure:
+                    conn.close()
+                    if attempt == 1 and conn.reused and retryable:
+                        continue  # a stale pooled connection: once more on a fresh one
+                    raise BadGateway(f"backend {backend.name} closed the connection: {failure}") from None
+                except BaseException:
+                    conn.close()
+                    raise
+                break
+            balancer.report_success(backend)
+            self.relay_response(conn, response)
+        finally:
+            balancer.release(backend)
+
+    def connect(self, balancer, backend, *, fresh: bool):
+        try:
+            return self.server.backend_pool.acquire(backend, fresh=fresh, server_name=self.sni_for_backend())
+        except UpstreamError as error:
+            balancer.report_failure(backend, str(error))
+            raise
+
+    def sni_for_backend(self) -> str | None:
+        pool_cfg = self.server.pools_by_name[self.pool_name]
+        if pool_cfg.tls.sni_from_host:
+            return normalize_host(self.request.headers.get("host"))
+        return None
+
+    def send_request(self, conn, head: bytes) -> None:
+        """Send the head, then stream the body from the client as it arrives."""
+        request = self.request
+        sock = conn.sock
+        sock.settimeout(self.server.timeouts.backend_read)
+        if request.framing.kind == "none":
+            self.backend_send(sock, head)
+            return
+        if request.expect_continue:
+            self.handler.client_send(CONTINUE)
+        chunked = request.framing.kind == "chunked"
+        reader = self.handler.reader
+        pending = bytearray(head)
+        while True:
+            event = reader.next_event()
+            if event is http1.NEED_DATA:  # send what we have before waiting for more
+                if pending:
+                    self.backend_send(sock, pending)
+                    pending = bytearray()
+                event = self.handler.client_event()
+            if isinstance(event, http1.Data):
+                pending += http1.encode_chunk(event.data) if chunked else event.data
+                if len(pending) >= FLUSH_AT:
+                    self.backend_send(sock, pending)
+                    pending = bytearray()
+            elif isinstance(event, http1.EndOfMessage):
+                if chunked:
+                    pending += http1.encode_last_chunk(event.trailers)
+                self.backend_send(sock, pending)
+                self.request_done = True
+                return
+
+    def backend_send(self, sock, data) -> None:
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise GatewayTimeout(f"backend {self.backend.name} stopped reading the request") from None
+        except (OSError, ssl.SSLError) as error:
+            raise _RetryableFailure(str(error)) from None
+
+    def read_response_head(self, conn) -> http1.Response:
+        reader = conn.reader
+        reader.expect_response_to(self.request.method)
+        while True:
+            event = self.backend_event(conn, before_head=True)
+            if not isinstance(event, http1.Response):
+                raise InvalidUpstreamResponse(f"backend {self.backend.name} sent {type(event).__name__} before a response")
+            if 100 <= event.status < 200:
+                self.relay_interim(conn, event)
+                continue
+            return event
+
+    def relay_interim(self, conn, response: http1.Response) -> None:
+        """RFC 9110 §15.2: a proxy forwards 1xx responses (except to HTTP/1.0 clients)."""
+        end = self.backend_event(conn)
+        assert isinstance(end, http1.EndOfMessage)
+        if response.status != 101 and self.request.version == "HTTP/1.1":
+            out, _ = http1.prepare_downstream_response(response, client_version="HTTP/1.1",
+                                                       request_method=self.request.method, via=VIA)
+            self.handler.client_send(http1.serialize_response_head(out))
+        conn.reader.expect_response_to(self.request.method)
+
+    def backend_event(self, conn, *, before_head: bool = False):
+        try:
+            event = next_event(conn.reader, conn.sock, http1.NEED_DATA, timeout=self.server.timeouts.backend_read)
+        except TimeoutError:
+            raise GatewayTimeout(f"backend {self.backend.name} did not answer within "
+                                 f"{self.server.timeouts.backend_read:g}s") from None
+        except ProtocolError as error:
+            if before_head and conn.reused and isinstance(error, getattr(http1, "IncompleteMessage", ())):
+                raise _RetryableFailure(str(error)) from None
+            raise InvalidUpstreamResponse(f"backend {self.backend.name} sent an invalid response: {error}") from None
+        except (OSError, ssl.SSLError) as error:
+            if before_head:
+                raise _RetryableFailure(str(error)) from None
+            raise
+        if event is http1.ConnectionClosed and before_head:
+            raise _RetryableFailure("closed before responding")
+        return event
+
+    def relay_response(self, conn, response: http1.Response) -> None:
+        handler = self.handler
+        request = self.request
+        out, body_mode = http1.prepare_downstream_response(response, client_version=request.version,
+                                                           request_method=request.method, via=VIA)
+        client_keep_alive = (http1.client_keep_alive(request) and self.request_done and body_mode != "close"
+                             and not self.server.draining
+                             and handler.conn.requests < self.server.limits.max_requests_per_connection)
+        if not client_keep_alive:
+            out.headers.set("Connection", "close")
+        self.status = response.status
+        pending = bytearray(http1.serialize_response_head(out))
+        chunked = body_mode == "chunked"
+        reusable = response.keep_alive
+        while True:
+            try:
+                event = conn.reader.next_event()
+                if event is http1.NEED_DATA:
+                    if pending:
+                        self.flush(pending)
+                        pending = bytearray()
+                    event = self.backend_event(conn)
+            except ProxyError as error:
+                conn.close()
+                if not self.response_started:
+                    raise
+                raise AbortConnection(str(error)) from None
+            except (OSError, ssl.SSLError) as error:
+                conn.close()
+                if not self.response_started and not pending:
+                    raise BadGateway(f"backend {self.backend.name} failed mid-response: {error}") from None
+                raise AbortConnection(f"backend {self.backend.name} failed mid-response: {error}") from None
+            if isinstance(event, http1.Data):
+                self.response_bytes += len(event.data)
+                pending += http1.encode_chunk(event.data) if chunked else event.data
+                if len(pending) >= FLUSH_AT:
+                    self.flush(pending)
+                    pending = bytearray()
+            elif isinstance(event, http1.EndOfMessage):
+                if chunked:
+                    pending += http1.encode_last_chunk(event.trailers)
+                self.flush(pending)
+                break
+            else:  # ConnectionClosed mid-message cannot happen: the reader raises IncompleteMessage
+                conn.close()
+                raise AbortConnection("backend closed mid-response")
+        # Leftover bytes after the response mean the backend sent more than it framed:
+        # that connection can never be trusted with another request.
+        leftover = conn.reader.take_buffered()
+        reusable = reusable and not leftover and response.framing.kind not in ("close", "tunnel")
+        if reusable:
+            self.server.backend_pool.remember_session(conn)
+        self.server.backend_pool.release(conn, reusable=reusable)
+        self.keep_alive = client_keep_alive
+
+    def flush(self, pending: bytearray) -> None:
+        self.response_started = True
+        self.handler.client_send(pending)
+
+    # ------------------------------------------------------------------ logging
+    def log(self, seconds: float) -> None:
+        handler = self.handler
+        request = self.request
+        status = self.status or 0
+        stats = self.server.stats
+        with stats.lock:
+            stats.requests_total += 1
+            stats.statuses[status] += 1
+            stats.bytes_in += handler.bytes_in
+            stats.bytes_out += handler.bytes_out
+        handler.bytes_in = handler.bytes_out = 0
+        backend = self.backend.name if self.backend else "-"
+        note = f" error={self.outcome!r}" if self.outcome else ""
+        self.server.access_log.write(
+            f'{handler.conn.client} "{request.method} {request.target} {request.version}" {status} '
+            f"{self.response_bytes} backend={backend} {handler.conn.tls_summary()} time={seconds * 1000:.1f}ms{note}"
+        )
+
+
+class _RetryableFailure(Exception):
+    """The backend failed before any byte of the response arrived."""

@@ -1,0 +1,167 @@
+"""Keep-alive connections to backends: lend one, take it back, expire the stale.
+
+Theory of operation
+-------------------
+Opening a TCP connection costs a round trip; opening a TLS one (the re-encrypt
+setup) costs a full handshake.  So the proxy keeps connections to its backends open
+between requests and lends them out: ``acquire`` returns an idle connection if one
+is still good, or opens a new one; ``release`` puts it back if the response left it
+reusable (HTTP/1.1 keep-alive, body fully read).
+
+A pooled connection can die while idle: the origin closes it after *its* keep-alive
+timeout (nginx: 65 s).  Two defences, both here:
+
+* an idle connection older than ``idle_timeout`` is closed, not lent;
+* before lending, the socket is polled: a readable idle socket means the peer
+  closed it (or sent junk) and it is discarded.
+
+A connection can still die in the race between that check and the request; the
+mode code then retries once on a fresh connection, for idempotent methods without a
+body only (RFC 9110 §9.2.2: a non-idempotent request may already have had effect).
+
+For TLS backends the pool also keeps each backend's last TLS session, so a new
+connection resumes it (an abbreviated handshake with no certificate exchange).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from proxy.balancer import Backend
+from proxy.errors import BadGateway, GatewayTimeout, UpstreamTLSError
+from proxy.http1 import ResponseReader, Limits as HTTPLimits
+
+
+@dataclass(eq=False)
+class BackendConnection:
+    """A connection to one backend, with the response reader that parses it."""
+
+    backend: Backend
+    sock: socket.socket
+    reader: ResponseReader
+    reused: bool = False
+    requests: int = 0
+    idle_since: float = field(default_factory=time.monotonic)
+    tls_version: str | None = None
+    tls_resumed: bool = False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class ConnectionPool:
+    """Idle keep-alive connections for every backend of the proxy."""
+
+    def __init__(self, *, http_limits: HTTPLimits, connect_timeout: float, idle_timeout: float,
+                 max_idle: int, tls_contexts: dict[str, ssl.SSLContext] | None = None,
+                 tls_server_names: dict[str, str | None] | None = None):
+        self.http_limits = http_limits
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
+        self.tls_contexts = tls_contexts or {}  # backend name -> client SSLContext
+        self.tls_server_names = tls_server_names or {}  # backend name -> SNI override
+        self.idle: dict[str, deque[BackendConnection]] = {}
+        self.sessions: dict[str, ssl.SSLSession] = {}
+        self.lock = threading.Lock()
+        self.opened = 0
+        self.reused = 0
+
+    # ------------------------------------------------------------------ lending
+    def acquire(self, backend: Backend, *, server_name: str | None = None, fresh: bool = False) -> BackendConnection:
+        """An idle, healthy connection to ``backend``, or a new one."""
+        if not fresh:
+            while (conn := self._pop_idle(backend)) is not None:
+                if self._still_good(conn):
+                    conn.reused = True
+                    self.reused += 1
+                    return conn
+                conn.close()
+        return self.connect(backend, server_name=server_name)
+
+    def release(self, conn: BackendConnection, *, reusable: bool) -> None:
+        if not reusable:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        with self.lock:
+            queue = self.idle.setdefault(conn.backend.name, deque())
+            if len(queue) < self.max_idle:
+                queue.append(conn)
+                return
+        conn.close()
+
+    def _pop_idle(self, backend: Backend) -> BackendConnection | None:
+        with self.lock:
+            queue = self.idle.get(backend.name)
+            return queue.pop() if queue else None  # LIFO: the warmest connection first
+
+    def _still_good(self, conn: BackendConnection) -> bool:
+        if time.monotonic() - conn.idle_since > self.idle_timeout:
+            return False
+        try:
+            readable, _, _ = select.select([conn.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        # An idle HTTP/1.1 connection has nothing to say: readable means EOF or junk.
+        return not readable
+
+    def close_idle(self) -> None:
+        with self.lock:
+            queues, self.idle = self.idle, {}
+        for queue in queues.values():
+            for conn in queue:
+                conn.close()
+
+    # ------------------------------------------------------------------ connecting
+    def connect(self, backend: Backend, *, server_name: str | None = None) -> BackendConnection:
+        """Open a new connection (and TLS session, for https backends)."""
+        address = (backend.host, backend.port)
+        try:
+            sock = socket.create_connection(address, timeout=self.connect_timeout)
+        except TimeoutError:
+            raise GatewayTimeout(f"backend {backend.name} did not accept a connection in "
+                                 f"{self.connect_timeout:g}s") from None
+        except OSError as error:
+            raise BadGateway(f"cannot connect to backend {backend.name}: {error.strerror or error}") from None
+        # Small requests and responses must not wait for Nagle's algorithm (FACTS: ~40 ms stalls).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = BackendConnection(backend, sock, ResponseReader(self.http_limits))
+        if backend.tls:
+            conn.sock = self._start_tls(backend, sock, server_name)
+            conn.tls_version = conn.sock.version()
+            conn.tls_resumed = conn.sock.session_reused
+        self.opened += 1
+        return conn
+
+    def _start_tls(self, backend: Backend, sock: socket.socket, server_name: str | None) -> ssl.SSLSocket:
+        context = self.tls_contexts[backend.name]
+        sni = server_name or self.tls_server_names.get(backend.name) or backend.host
+        session = self.sessions.get(backend.name)
+        try:
+            tls = context.wrap_socket(sock, server_hostname=sni, session=session)
+        except ssl.SSLCertVerificationError as error:
+            sock.close()
+            raise UpstreamTLSError(f"backend {backend.name} certificate rejected: {error.verify_message}") from None
+        except (ssl.SSLError, OSError) as error:
+            sock.close()
+            if isinstance(error, TimeoutError):
+                raise GatewayTimeout(f"TLS handshake with backend {backend.name} timed out") from None
+            raise UpstreamTLSError(f"TLS handshake with backend {backend.name} failed: {error}") from None
+        return tls
+
+    def remember_session(self, conn: BackendConnection) -> None:
+        """Keep the TLS session (TLS 1.3 tickets arrive after the first read)."""
+        if isinstance(conn.sock, ssl.SSLSocket):
+            session = conn.sock.session
+            if session is not None and session.has_ticket:
+                self.sessions[conn.backend.name] = session

@@ -1,0 +1,512 @@
+"""The server: listeners, a bounded set of connection threads, graceful shutdown.
+
+Theory of operation
+-------------------
+::
+
+    listener thread ──accept()──▶ WorkerPool ──▶ connection thread ──▶ mode handler
+      (one per address)            (bounded,       (TLS handshake,       (terminate,
+                                    pre-started)    timeouts)             passthrough, forward)
+
+* Each listening address has one thread blocked in ``accept()``.  Before accepting
+  it takes a *slot*: at most ``max_connections`` connections exist at once, and when
+  they are all taken new clients wait in the kernel's backlog instead of each costing
+  a thread (the bound that keeps a flood from exhausting memory).
+* A connection is served by one thread from start to end, which makes the code
+  read top to bottom like the protocol.  Threads are kept warm in a ``WorkerPool``
+  (creating one costs ~60 µs, a third of a TLS handshake), with a small stack.
+* Every socket operation has a timeout (``config.Timeouts``); nothing waits forever.
+* SIGINT/SIGTERM start a *graceful shutdown*: listeners close (new connections are
+  refused), idle keep-alive connections are closed, requests in flight finish, and
+  after ``shutdown_grace`` seconds whatever remains is cut.  Modelled on
+  ``socketserver.ThreadingMixIn`` (explicit ``daemon_threads`` and
+  ``block_on_close``), made explicit here.
+
+The same server runs every setup: a listener's ``mode`` picks the handler module in
+``proxy.modes``.  In *terminate* mode this module performs the TLS handshake (the
+certificate chosen by SNI) before handing over the decrypted socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import queue
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from proxy import config as cfg
+from proxy.balancer import Balancer
+from proxy.errors import ConfigError
+from proxy.pool import ConnectionPool
+from proxy.routing import Router
+from proxy.tls import contexts
+
+THREAD_STACK_SIZE = 512 * 1024  # default is 8 MiB of address space per thread
+
+
+# --------------------------------------------------------------------------- bookkeeping
+class Stats:
+    """Counters for the access log, the status page and the notebooks."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = time.time()
+        self.connections_total = 0
+        self.connections_active = 0
+        self.requests_total = 0
+        self.handshakes_full = 0
+        self.handshakes_resumed = 0
+        self.handshake_failures = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.tls_versions: Counter[str] = Counter()
+        self.ciphers: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+
+    def add(self, **amounts: int) -> None:
+        with self.lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "uptime": round(time.time() - self.started, 3),
+                "connections_total": self.connections_total,
+                "connections_active": self.connections_active,
+                "requests_total": self.requests_total,
+                "handshakes_full": self.handshakes_full,
+                "handshakes_resumed": self.handshakes_resumed,
+                "handshake_failures": self.handshake_failures,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "tls_versions": dict(self.tls_versions),
+                "ciphers": dict(self.ciphers),
+                "statuses": {str(k): v for k, v in self.statuses.items()},
+            }
+
+
+class AccessLog:
+    """One line per request (or tunnel), written under a lock."""
+
+    def __init__(self, target: str | None):
+        self.lock = threading.Lock()
+        self.stream: TextIO | None
+        if target is None:
+            self.stream = None
+        elif target == "-":
+            self.stream = sys.stderr
+        else:
+            try:
+                self.stream = open(target, "a", buffering=1, encoding="utf-8")
+            except OSError as error:
+                raise ConfigError(f"cannot open access log {target}: {error.strerror}") from None
+
+    def write(self, line: str) -> None:
+        if self.stream is not None:
+            with self.lock:
+                self.stream.write(line + "\n")
+
+
+@dataclass(eq=False)
+class ClientConnection:
+    """One accepted client connection, as the mode handlers see it."""
+
+    sock: socket.socket
+    address: tuple[str, int]
+    listener: cfg.ListenerConfig
+    accepted: float = field(default_factory=time.monotonic)
+    state: str = "new"  # new -> handshake -> idle <-> busy -> closed
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    tls_resumed: bool = False
+    server_name: str | None = None
+    handshake_ms: float | None = None
+    requests: int = 0
+
+    @property
+    def client(self) -> str:
+        host, port = self.address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def tls_summary(self) -> str:
+        if not self.tls_version:
+            return "tls=-"
+        kind = "resumed" if self.tls_resumed else "full"
+        return (f"tls={self.tls_version} cipher={self.tls_cipher} "
+                f"handshake={kind}/{self.handshake_ms:.1f}ms")
+
+
+# --------------------------------------------------------------------------- threads
+class WorkerPool:
+    """A cached pool of threads: reuse idle ones, start more up to a bound.
+
+    ``submit`` never blocks: the listener has already taken a slot, so the number of
+    tasks never exceeds ``max_workers``.  Idle threads above ``min_spare`` exit after
+    ``idle_ttl`` seconds, so a burst does not leave a thousand threads behind.
+    """
+
+    def __init__(self, max_workers: int, *, min_spare: int = 8, idle_ttl: float = 30.0, name: str = "conn"):
+        self.max_workers = max_workers
+        self.min_spare = min_spare
+        self.idle_ttl = idle_ttl
+        self.name = name
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.workers = 0
+        self.idle = 0
+        self.serial = 0
+
+    def prestart(self, count: int) -> None:
+        for _ in range(min(count, self.max_workers)):
+            self._spawn()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self.lock:
+            spawn = self.idle == 0 and self.workers < self.max_workers
+            if spawn:
+                self._spawn_locked()
+            else:
+                self.idle -= 1  # reserve an idle worker for this task
+        self.tasks.put(task)
+
+    def _spawn(self) -> None:
+        with self.lock:
+            self._spawn_locked()
+            self.idle += 1
+
+    def _spawn_locked(self) -> None:
+        self.workers += 1
+        self.serial += 1
+        thread = threading.Thread(target=self._run, name=f"{self.name}-{self.serial}", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                task = self.tasks.get(timeout=self.idle_ttl)
+            except queue.Empty:
+                with self.lock:
+                    if self.workers > self.min_spare and self.idle > 0:
+                        self.workers -= 1
+                        self.idle -= 1
+                        return
+                continue
+            if task is None:  # shutdown
+                with self.lock:
+                    self.workers -= 1
+                    self.idle -= 1
+                return
+            try:
+                task()
+            finally:
+                with self.lock:
+                    self.idle += 1
+
+    def stop(self) -> None:
+        with self.lock:
+            count = self.workers
+        for _ in range(count):
+            self.tasks.put(None)
+
+
+# --------------------------------------------------------------------------- the server
+class ProxyServer:
+    """All listeners of one configuration, and everything they share."""
+
+    def __init__(self, config: cfg.Config, *, log: TextIO | None = None):
+        self.config = config
+        self.timeouts = config.timeouts
+        self.limits = config.limits
+        self.log = log or sys.stderr
+        self.stats = Stats()
+        self.access_log = AccessLog(config.access_log)
+        self.router = Router(config.routes)
+        self.balancers = {p.name: Balancer(p.name, list(p.backends), p.strategy, p.health) for p in config.pools}
+        self.pools_by_name = {p.name: p for p in config.pools}
+        self.backend_pool = self._make_backend_pool()
+        self.tls_contexts = {
+            id(listener): self._server_context(listener)
+            for listener in config.listeners if listener.mode == "terminate"
+        }
+        self.handlers = {m: importlib.import_module(f"proxy.modes.{m}").handle
+                         for m in {listener.mode for listener in config.listeners}}
+        self.slots = threading.BoundedSemaphore(self.limits.max_connections)
+        self.workers = WorkerPool(self.limits.max_connections)
+        self.listen_sockets: list[tuple[socket.socket, cfg.ListenerConfig]] = []
+        self.connections: set[ClientConnection] = set()
+        self.connections_lock = threading.Lock()
+        self.draining = False
+        self.stopped = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.health_checker = None
+        self.hooks: list[Callable[["ProxyServer"], None]] = []  # run at start (e.g. the status page)
+
+    # ------------------------------------------------------------------ setup
+    def _server_context(self, listener: cfg.ListenerConfig) -> ssl.SSLContext:
+        pairs = [contexts.CertKey(c.cert, c.key) for c in listener.certs]
+        ctx = contexts.server_context(pairs, keylog=self.config.keylog)
+        if self.config.trace:
+            from proxy.tls import trace  # imported only when asked: it uses a private ssl hook
+
+            trace.print_traces(ctx, stream=self.log)
+        return ctx
+
+    def _make_backend_pool(self) -> ConnectionPool:
+        tls_contexts, server_names = {}, {}
+        for pool in self.config.pools:
+            for backend in pool.backends:
+                if backend.scheme == "https":
+                    t = pool.tls
+                    tls_contexts[backend.name] = contexts.client_context(
+                        ca=t.ca, cert=t.cert, key=t.key, verify=t.verify, keylog=self.config.backend_keylog)
+                    server_names[backend.name] = t.server_name
+        return ConnectionPool(
+            http_limits=self.limits.http,
+            connect_timeout=self.timeouts.backend_connect,
+            idle_timeout=self.timeouts.pool_idle,
+            max_idle=self.limits.pool_max_idle,
+            tls_contexts=tls_contexts,
+            tls_server_names=server_names,
+        )
+
+    def bind(self) -> "ProxyServer":
+        """Open every listening socket; a port in use is a one-line ConfigError."""
+        for listener in self.config.listeners:
+            address = listener.listen
+            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address.host, address.port))
+                sock.listen(1024)
+            except OSError as error:
+                sock.close()
+                self.close_listeners()
+                reason = "address already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+                raise ConfigError(f"cannot listen on {address}: {reason}") from None
+            self.listen_sockets.append((sock, listener))
+        return self
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound (host, port) of every listener: port 0 becomes the real port."""
+        return [s.getsockname()[:2] for s, _ in self.listen_sockets]
+
+    def start(self) -> "ProxyServer":
+        if not self.listen_sockets:
+            self.bind()
+        threading.stack_size(THREAD_STACK_SIZE)
+        self.workers.prestart(8)
+        for sock, listener in self.listen_sockets:
+            thread = threading.Thread(target=self._accept_loop, args=(sock, listener),
+                                      name=f"listen-{listener.listen}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        if any(p.health.path for p in self.config.pools):
+            from proxy.health import HealthChecker
+
+            self.health_checker = HealthChecker(self)
+            self.health_checker.start()
+        for hook in self.hooks:
+            hook(self)
+        return self
+
+    # ------------------------------------------------------------------ accepting
+    def _accept_loop(self, listen_sock: socket.socket, listener: cfg.ListenerConfig) -> None:
+        handler = self.handlers[listener.mode]
+        tls_context = self.tls_contexts.get(id(listener))
+        while not self.draining:
+            # Take a slot first: at the limit, new clients wait in the backlog.
+            if not self.slots.acquire(timeout=0.5):
+                continue
+            try:
+                sock, address = listen_sock.accept()
+            except OSError:
+                self.slots.release()
+                if self.draining:
+                    return
+                time.sleep(0.01)  # e.g. EMFILE: back off instead of spinning
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = ClientConnection(sock, address, listener)
+            self.workers.submit(lambda c=conn: self._serve(c, handler, tls_context))
+
+    def _serve(self, conn: ClientConnection, handler, tls_context: ssl.SSLContext | None) -> None:
+        with self.connections_lock:
+            self.connections.add(conn)
+        self.stats.add(connections_total=1, connections_active=1)
+        try:
+            if tls_context is not None and not self._handshake(conn, tls_context):
+                return
+            handler(self, conn)
+        except Exception as error:  # a bug must not kill the worker thread silently
+            print(f"tlsproxy: internal error serving {conn.client}: {error!r}", file=self.log)
+        finally:
+            conn.state = "closed"
+            close_quietly(conn.sock)
+            with self.connections_lock:
+                self.connections.discard(conn)
+            self.stats.add(connections_active=-1)
+            self.slots.release()
+
+    def _handshake(self, conn: ClientConnection, context: ssl.SSLContext) -> bool:
+        """The TLS handshake of the client leg; False if it failed (already logged)."""
+        conn.state = "handshake"
+        started = time.perf_counter()
+        try:
+            conn.sock.settimeout(self.timeouts.handshake)
+            tls = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            conn.sock = tls
+            tls.do_handshake()
+        except (ssl.SSLError, OSError) as error:
+            self.stats.add(handshake_failures=1)
+            reason = getattr(error, "reason", None) or type(error).__name__
+            self.access_log.write(f"{conn.client} TLS handshake failed: {reason}")
+            return False
+        conn.handshake_ms = (time.perf_counter() - started) * 1000
+        # Record these now: after the peer closes, version() returns None (FACTS.md).
+        conn.tls_version = tls.version()
+        conn.tls_cipher = (tls.cipher() or ("?",))[0]
+        conn.tls_resumed = tls.session_reused
+        conn.server_name = getattr(tls, "server_name_indication", None)
+        with self.stats.lock:
+            if conn.tls_resumed:
+                self.stats.handshakes_resumed += 1
+            else:
+                self.stats.handshakes_full += 1
+            self.stats.tls_versions[conn.tls_version] += 1
+            self.stats.ciphers[conn.tls_cipher] += 1
+        return True
+
+    # ------------------------------------------------------------------ stopping
+    def close_listeners(self) -> None:
+        for sock, _ in self.listen_sockets:
+            close_quietly(sock)
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, let requests in flight finish, then cut what remains."""
+        grace = self.timeouts.shutdown_grace if grace is None else grace
+        self.draining = True
+        self.close_listeners()
+        if self.health_checker is not None:
+            self.health_checker.stop()
+        deadline = time.monotonic() + grace
+        while True:
+            with self.connections_lock:
+                remaining = list(self.connections)
+            for conn in remaining:
+                if conn.state in ("idle", "new", "handshake") or time.monotonic() >= deadline:
+                    wake(conn.sock)  # a thread blocked in recv() returns at once
+            if not remaining or time.monotonic() >= deadline + 1.0:
+                break
+            time.sleep(0.02)
+        self.backend_pool.close_idle()
+        self.workers.stop()
+        self.stopped.set()
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM, then shut down gracefully."""
+        requested = threading.Event()
+
+        def on_signal(signum, frame):
+            requested.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not requested.wait(0.5):
+                pass
+            print(f"tlsproxy: shutting down, letting requests finish (up to {self.timeouts.shutdown_grace:g}s)",
+                  file=self.log)
+            self.shutdown()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def __enter__(self) -> "ProxyServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if not self.stopped.is_set():
+            self.shutdown(grace=2.0)
+
+
+def wake(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_cli(parser) -> None:
+    parser.description = (
+        "Run the proxy.  Either give one listener and its backends with flags, or a TOML file with "
+        "--config (see lab/configs/).  Ctrl-C or SIGTERM shuts down gracefully."
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (listeners, pools, routes, limits)")
+    parser.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8443",
+                        help="address to listen on (default %(default)s)")
+    parser.add_argument("--mode", choices=cfg.MODES, default="terminate",
+                        help="terminate TLS here (default), pass TLS through by SNI, or act as a forward proxy")
+    parser.add_argument("--cert", action="append", default=[], metavar="PEM",
+                        help="certificate (repeat with --key for several names; chosen by SNI, first is default)")
+    parser.add_argument("--key", action="append", default=[], metavar="PEM", help="private key for the --cert before it")
+    parser.add_argument("--backend", action="append", default=[], metavar="URL",
+                        help="origin server, http://HOST:PORT or https://HOST:PORT (re-encrypt); repeat for a pool")
+    parser.add_argument("--strategy", choices=cfg.STRATEGIES, default="round_robin", help="load-balancing strategy")
+    parser.add_argument("--backend-ca", metavar="PEM", help="CA that signs https backends' certificates")
+    parser.add_argument("--backend-cert", metavar="PEM", help="client certificate shown to https backends (mutual TLS)")
+    parser.add_argument("--backend-key", metavar="PEM", help="key of --backend-cert")
+    parser.add_argument("--backend-sni", metavar="NAME", help="server name sent to https backends")
+    parser.add_argument("--access-log", metavar="FILE", default="-", help="access log file, '-' for stderr (default)")
+    parser.add_argument("--keylog", metavar="FILE",
+                        help="write TLS secrets of the client leg (NSS key log, for Wireshark). LAB ONLY")
+    parser.add_argument("--backend-keylog", metavar="FILE", help="the same for the backend leg (re-encrypt)")
+    parser.add_argument("--trace", action="store_true", help="print every TLS handshake message as it happens")
+
+
+def config_from_args(args) -> cfg.Config:
+    if args.config:
+        return cfg.load(args.config)
+    if len(args.cert) != len(args.key):
+        raise ConfigError("give one --key for every --cert")
+    tls = cfg.BackendTLS(ca=args.backend_ca, cert=args.backend_cert, key=args.backend_key,
+                         server_name=args.backend_sni)
+    return cfg.from_flags(
+        listen=args.listen, mode=args.mode, certs=list(zip(args.cert, args.key)), backends=args.backend,
+        strategy=args.strategy, backend_tls=tls, access_log=args.access_log,
+        keylog=args.keylog, backend_keylog=args.backend_keylog, trace=args.trace,
+    )
+
+
+def run_cli(args) -> int:
+    config = config_from_args(args)
+    if config.keylog or config.backend_keylog:
+        print("tlsproxy: WARNING: key logging is on: anyone with the key log file can decrypt this "
+              "traffic. Use it in the lab only.", file=sys.stderr)
+    server = ProxyServer(config).bind()
+    server.start()
+    for (host, port), listener in zip(server.addresses, config.listeners):
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        print(f"tlsproxy: {listener.mode} listening on {shown}", file=sys.stderr)
+    for pool in config.pools:
+        print(f"tlsproxy: pool {pool.name} ({pool.strategy}): {', '.join(b.url for b in pool.backends)}",
+              file=sys.stderr)
+    server.serve_forever()
+    return 0
