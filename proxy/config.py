@@ -160,6 +160,7 @@ class Config:
     keylog: str | None = None  # NSS key log of the client leg (lab only!)
     backend_keylog: str | None = None  # key log of the backend leg (re-encrypt)
     trace: bool = False  # print each TLS handshake as it happens
+    admin: Address | None = None  # the status page's listener (keep it on loopback)
     forward_policy: tuple[dict[str, Any], ...] = ()  # forward mode rules (see proxy.modes.forward)
     extra: dict[str, Any] = field(default_factory=dict)  # sections other modules own
 
@@ -306,9 +307,15 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
         backend_keylog=resolve(proxy_table.get("backend_keylog")),
         trace=bool(proxy_table.get("trace", False)),
         forward_policy=tuple(data.get("forward", {}).get("rules", ())),
+        admin=_admin_address(data.get("admin", {}), where),
         extra={k: data[k] for k in ("forward", "admin") if k in data},
     )
     return validate(config)
+
+
+def _admin_address(table: dict[str, Any], where: str) -> Address | None:
+    _reject_unknown(table, {"listen"}, f"{where}: admin")
+    return parse_address(table["listen"], what="admin address") if "listen" in table else None
 
 
 def from_flags(

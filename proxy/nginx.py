@@ -140,6 +140,9 @@ class _Writer:
     def blank(self) -> None:
         self.lines.append("")
 
+    def extend(self, other: _Writer) -> None:
+        self.lines += ["    " * self.depth + line if line else "" for line in other.lines]
+
     @contextlib.contextmanager
     def block(self, header: str):
         self.lines.append("    " * self.depth + header + " {")
@@ -254,13 +257,23 @@ def _http_block(w: _Writer, config: cfg.Config, listeners: list[cfg.ListenerConf
     servers = [(listener, _server_names(listener, config.routes)) for listener in listeners]
     used = sorted({pool for _, names in servers for name in names
                    for pool in _locations(router, name, config.routes).values() if pool})
+    # Backend TLS (re-encrypt) is per pool; when every https pool has the same settings,
+    # they are said once for the whole http block instead of in every location.
+    backend_tls = {name: _backend_tls(config.pool(name)) for name in used
+                   if config.pool(name).backends[0].scheme == "https"}
+    shared = len({"\n".join(tls.lines) for tls in backend_tls.values()}) == 1
+    if shared:
+        w.blank()
+        w.comment("Backend TLS (re-encrypt): the same for every https:// pool.")
+        w.extend(next(iter(backend_tls.values())))
     for name in used:
         w.blank()
         _http_upstream(w, config.pool(name), config, options)
     for listener, names in servers:
         for name in names:
             w.blank()
-            _http_server(w, config, listener, name, _locations(router, name, config.routes), options)
+            locations = _locations(router, name, config.routes)
+            _http_server(w, config, listener, name, locations, {} if shared else backend_tls)
 
 
 def _http_settings(w: _Writer, config: cfg.Config, under, options: _Options) -> None:
@@ -401,7 +414,7 @@ def _certificate_for(listener: cfg.ListenerConfig, server_name: str) -> cfg.Cert
 
 
 def _http_server(w: _Writer, config: cfg.Config, listener: cfg.ListenerConfig, name: str,
-                 locations: dict[str, str | None], options: _Options) -> None:
+                 locations: dict[str, str | None], backend_tls: dict[str, _Writer]) -> None:
     default = " default_server" if not name else ""
     with w.block("server"):
         w(f"listen {listener.listen} ssl{default}")
@@ -413,20 +426,19 @@ def _http_server(w: _Writer, config: cfg.Config, listener: cfg.ListenerConfig, n
             with w.block(f"location {location}"):
                 if pool is None:
                     w("return 404", "no route: tlsproxy answers 404 too")
+                elif config.pool(pool).backends[0].scheme == "http":
+                    w(f"proxy_pass http://{_upstream_name(pool)}")
                 else:
-                    _proxy_pass(w, config.pool(pool), options)
+                    w(f"proxy_pass https://{_upstream_name(pool)}", "re-encrypt: TLS again to the origin")
+                    if pool in backend_tls:
+                        w.extend(backend_tls[pool])
 
 
-def _proxy_pass(w: _Writer, pool: cfg.PoolConfig, options: _Options) -> None:
-    upstream = _upstream_name(pool.name)
-    if pool.backends[0].scheme == "http":
-        w(f"proxy_pass http://{upstream}")
-        return
-    # Re-encrypt: a second TLS session, nginx as the client.  nginx's default is *not* to
-    # verify the backend (proxy_ssl_verify off): a proxy that does not verify can be
-    # pointed at anyone (man in the middle on the backend network).
-    tls = pool.tls
-    w(f"proxy_pass https://{upstream}", "re-encrypt: TLS again to the origin")
+def _backend_tls(pool: cfg.PoolConfig) -> _Writer:
+    """The proxy_ssl_* directives for an https:// pool: nginx as a TLS client."""
+    # nginx's default is *not* to verify the backend (proxy_ssl_verify off): a proxy that
+    # does not verify can be pointed at anyone (a man in the middle on the backend network).
+    w, tls = _Writer(), pool.tls
     w("proxy_ssl_protocols TLSv1.2 TLSv1.3")
     w("proxy_ssl_session_reuse on", "resume the backend session: one full handshake per connection kept")
     if tls.verify:
@@ -443,6 +455,7 @@ def _proxy_pass(w: _Writer, pool: cfg.PoolConfig, options: _Options) -> None:
     if tls.cert:
         w(f"proxy_ssl_certificate {_quote(tls.cert)}", "mutual TLS: the proxy's client certificate")
         w(f"proxy_ssl_certificate_key {_quote(tls.key or tls.cert)}")
+    return w
 
 
 def _backend_server_name(w: _Writer, pool: cfg.PoolConfig) -> None:

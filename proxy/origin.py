@@ -111,17 +111,13 @@ def render_json(document: dict) -> bytes:
 
 
 def _server_ssl_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
-    """The origin's TLS context.  Kept apart on purpose: the lead will replace this
-    function's body with ``proxy.tls.contexts.server_context``, where every context
-    of the project is built."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    context.set_alpn_protocols(["http/1.1"])
-    if client_ca:  # mutual TLS: no certificate signed by client_ca, no handshake
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=client_ca)
-    return context
+    """The origin's TLS context, built where every context of the project is built.
+
+    With ``client_ca`` the origin demands a client certificate signed by it (mutual
+    TLS): the re-encrypt lesson where only the proxy may talk to the origin."""
+    from proxy.tls.contexts import CertKey, server_context
+
+    return server_context([CertKey(cert, key)], client_ca=client_ca)
 
 
 # --------------------------------------------------------------------------- recording

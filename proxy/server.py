@@ -248,6 +248,7 @@ class ProxyServer:
         self.stopped = threading.Event()
         self.threads: list[threading.Thread] = []
         self.health_checker = None
+        self.admin = None  # the status page (proxy.admin), when config.admin is set
         self.hooks: list[Callable[["ProxyServer"], None]] = []  # run at start (e.g. the status page)
 
     # ------------------------------------------------------------------ setup
@@ -316,6 +317,13 @@ class ProxyServer:
 
             self.health_checker = HealthChecker(self)
             self.health_checker.start()
+        if self.config.admin is not None:
+            from proxy.admin import AdminServer
+
+            try:
+                self.admin = AdminServer(self, self.config.admin).start()
+            except OSError as error:
+                raise ConfigError(f"cannot listen on {self.config.admin} (admin): {error.strerror}") from None
         for hook in self.hooks:
             hook(self)
         return self
@@ -399,6 +407,8 @@ class ProxyServer:
         self.close_listeners()
         if self.health_checker is not None:
             self.health_checker.stop()
+        if self.admin is not None:
+            self.admin.stop()
         deadline = time.monotonic() + grace
         while True:
             with self.connections_lock:
@@ -479,6 +489,8 @@ def configure_cli(parser) -> None:
                         help="write TLS secrets of the client leg (NSS key log, for Wireshark). LAB ONLY")
     parser.add_argument("--backend-keylog", metavar="FILE", help="the same for the backend leg (re-encrypt)")
     parser.add_argument("--trace", action="store_true", help="print every TLS handshake message as it happens")
+    parser.add_argument("--admin", metavar="HOST:PORT",
+                        help="serve the live status page (HTML and /status.json) here; keep it on loopback")
 
 
 def config_from_args(args) -> cfg.Config:
@@ -492,6 +504,7 @@ def config_from_args(args) -> cfg.Config:
         listen=args.listen, mode=args.mode, certs=list(zip(args.cert, args.key)), backends=args.backend,
         strategy=args.strategy, backend_tls=tls, access_log=args.access_log,
         keylog=args.keylog, backend_keylog=args.backend_keylog, trace=args.trace,
+        admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
     )
 
 
@@ -508,5 +521,7 @@ def run_cli(args) -> int:
     for pool in config.pools:
         print(f"tlsproxy: pool {pool.name} ({pool.strategy}): {', '.join(b.url for b in pool.backends)}",
               file=sys.stderr)
+    if server.admin is not None:
+        print(f"tlsproxy: status page on {server.admin.url}", file=sys.stderr)
     server.serve_forever()
     return 0

@@ -138,18 +138,15 @@ class HeadScanner:
     def check_complete(self, lines: list[str], head_size: int) -> None:
         """The size limits, for a head that arrived whole (``lines`` split on CRLF)."""
         limits = self._limits
-        if head_size <= self._small_head:  # no line can be over a line limit
-            if len(lines) - 1 > limits.max_fields:
-                raise HeaderFieldsTooLarge(f"more than {limits.max_fields} field lines")
-            return
-        field_lines = lines
-        if self._start_line:
-            self._check_line(len(lines[0]), 0)
-            field_lines = lines[1:]
-        if head_size > limits.max_head_size:
-            raise HeaderFieldsTooLarge(f"{self._what()} over {limits.max_head_size} bytes")
+        field_lines = lines[1:] if self._start_line else lines
         if len(field_lines) > limits.max_fields:
             raise HeaderFieldsTooLarge(f"more than {limits.max_fields} field lines")
+        if head_size <= self._small_head:
+            return  # no line can be over a line limit (the common case)
+        if self._start_line:
+            self._check_line(len(lines[0]), 0)
+        if head_size > limits.max_head_size:
+            raise HeaderFieldsTooLarge(f"{self._what()} over {limits.max_head_size} bytes")
         if field_lines and max(map(len, field_lines)) > limits.max_field_line:
             raise HeaderFieldsTooLarge(f"field line over {limits.max_field_line} bytes")
 

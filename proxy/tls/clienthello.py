@@ -24,8 +24,12 @@ sans-IO drive loop used throughout this project::
 
     reader = ClientHelloReader()
     while (event := reader.next_event()) is NEED_DATA:
-        reader.feed(sock.recv(4096))          # b"" on EOF -> see ``feed``
+        data = sock.recv(4096)
+        reader.feed(data) if data else reader.feed_eof()
     route(event.server_name); origin.sendall(reader.raw)
+
+(``proxy.drive.next_event(reader, sock, NEED_DATA, timeout=..., deadline=...)`` is
+that loop with the time limits a proxy needs.)
 
 ``next_event`` answers ``NEED_DATA`` for every proper prefix of a valid first
 flight, and raises ``TLSParseError`` as soon as the bytes *cannot* become one: the
@@ -75,7 +79,7 @@ from proxy.tls.records import (
 
 __all__ = [
     "NEED_DATA", "ClientHello", "ClientHelloReader", "parse_client_hello",
-    "parse_client_hello_body", "unrecognized_name_alert", "cipher_suite_name",
+    "parse_client_hello_body", "validate_host_name", "unrecognized_name_alert", "cipher_suite_name",
     "extension_name", "ExtensionType", "CIPHER_SUITE_NAMES", "EXTENSION_NAMES",
 ]
 
@@ -239,6 +243,7 @@ class ClientHelloReader:
         self._handshake = bytearray()     # handshake bytes collected from those records
         self._result: ClientHello | None = None
         self._error: TLSParseError | None = None
+        self._eof = False
 
     @property
     def raw(self) -> bytes:
@@ -246,10 +251,15 @@ class ClientHelloReader:
         return bytes(self._raw)
 
     def feed(self, data: bytes) -> None:
-        """Append bytes read from the client.  An empty ``data`` is *not* EOF here: the
-        caller knows about EOF, and an EOF while ``NEED_DATA`` means the client hung up
-        mid-hello (close without answering)."""
+        """Append bytes read from the client."""
+        if self._eof:
+            raise RuntimeError("feed() after feed_eof()")
         self._raw += data
+
+    def feed_eof(self) -> None:
+        """The client closed its side.  If the hello is not complete by then, it never
+        will be: ``next_event`` raises ``TLSParseError`` instead of asking for more."""
+        self._eof = True
 
     def next_event(self) -> ClientHello | Literal[_Sentinel.NEED_DATA]:
         if self._error is not None:
@@ -257,6 +267,9 @@ class ClientHelloReader:
         if self._result is None:
             try:
                 self._result = self._advance()
+                if self._result is None and self._eof:
+                    raise TLSParseError(f"the client closed the connection after {len(self._raw)} bytes,"
+                                        " before its ClientHello was complete")
             except TLSParseError as error:
                 self._error = error     # sticky: the stream can never become valid again
                 raise

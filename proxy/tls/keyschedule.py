@@ -384,7 +384,7 @@ def decrypt_tls13_stream(suite: CipherSuite, data: bytes, handshake_traffic_secr
     keys_name, updates = "handshake", 0
     reassembler = HandshakeReassembler()
     for record in iter_records(data):
-        if record.content_type != ContentType.APPLICATION_DATA or keys_name == "plaintext":
+        if record.content_type != ContentType.APPLICATION_DATA:
             yield StreamRecord(record, "plaintext", record.content_type, record.fragment)
             continue
         inner = decryptor.decrypt(record)

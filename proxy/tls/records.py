@@ -309,7 +309,9 @@ class HandshakeReassembler:
     included, which is what transcript hashes are computed over, RFC 8446 §4.4.1).
     """
 
-    def __init__(self, *, max_message_length: int = 2**16):
+    def __init__(self, *, max_message_length: int = 2**20):
+        # 1 MiB: far above any real handshake message (a long certificate chain is tens
+        # of kB) and far below the 16 MiB a 24-bit length field can announce.
         self._buffer = bytearray()
         self.max_message_length = max_message_length
 

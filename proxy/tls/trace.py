@@ -42,14 +42,16 @@ A TLS 1.3 full handshake traced by the client reads::
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
+import sys
 import threading
 import time
 import warnings
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, TextIO, Union
 
 from proxy.tls.records import (
     ALERT_LEVELS,
@@ -134,17 +136,39 @@ def _content_name(content_type: int | None) -> str:
 
 # --------------------------------------------------------------------------- one connection
 class HandshakeTrace:
-    """The events of one connection, in order, with times relative to the first."""
+    """The events of one connection, in order, with times relative to the first.
 
-    def __init__(self, events: list[TraceEvent] | tuple[TraceEvent, ...] = ()):
+    OpenSSL reports a record header (and, in TLS 1.3, an inner content type) for every
+    record, application data included, so a long-lived connection would grow its trace
+    without end.  ``application_records=False`` drops those two pseudo events for
+    application-data records once the handshake is complete, and ``max_events`` caps
+    the trace (``dropped`` counts what was left out); ``TraceRegistry`` uses both.
+    """
+
+    def __init__(self, events: list[TraceEvent] | tuple[TraceEvent, ...] = (), *,
+                 max_events: int | None = None, application_records: bool = True):
         self.events: list[TraceEvent] = []
+        self.max_events = max_events
+        self.application_records = application_records
+        self.dropped = 0
+        self._finished: set[str] = set()        # directions in which a Finished went
         for event in events:
             self.add(event)
 
-    def add(self, event: TraceEvent) -> TraceEvent:
+    def add(self, event: TraceEvent) -> TraceEvent | None:
+        """Append ``event`` with its ``elapsed`` time set; ``None`` if it was left out."""
+        if (not self.application_records and len(self._finished) == 2
+                and event.kind in ("record_header", "inner_content_type")
+                and event.msg_type == ContentType.APPLICATION_DATA):
+            return None
+        if self.max_events is not None and len(self.events) >= self.max_events:
+            self.dropped += 1
+            return None
         start = self.events[0].time if self.events else event.time
         event = replace(event, elapsed=event.time - start)
         self.events.append(event)
+        if event.kind == "handshake" and event.msg_type == HandshakeType.FINISHED:
+            self._finished.add(event.direction)
         return event
 
     def collect(self, conn: SSLConnection, event: TraceEvent) -> None:
@@ -164,13 +188,13 @@ class HandshakeTrace:
     def message_flow(self) -> list[tuple[str, str]]:
         """(direction, name) of every message: handshake messages, alerts, and one
         ChangeCipherSpec per CCS record (taken from record headers, see the docstring)."""
-        flow = []
+        return [(event.direction, name) for event, name in self._flow()]
+
+    def _flow(self) -> Iterator[tuple[TraceEvent, str]]:
         for event in self.events:
-            if event.kind in ("handshake", "alert"):
-                flow.append((event.direction, event.name))
-            elif event.kind == "record_header" and event.msg_type == ContentType.CHANGE_CIPHER_SPEC:
-                flow.append((event.direction, "ChangeCipherSpec"))
-        return flow
+            name = flow_name(event)
+            if name is not None:
+                yield event, name
 
     @property
     def side(self) -> str | None:
@@ -180,10 +204,17 @@ class HandshakeTrace:
         return None
 
     @property
+    def version(self) -> int | None:
+        """The version OpenSSL reported with the last handshake message.  Early messages
+        are reported with the highest version *offered* (a TLS 1.2 connection's
+        ClientHello says TLS 1.3), so only the later ones tell what was negotiated."""
+        versions = [e.version for e in self.events if e.kind == "handshake"]
+        return versions[-1] if versions else None
+
+    @property
     def is_complete(self) -> bool:
         """Both Finished messages seen."""
-        return {e.direction for e in self.events if e.kind == "handshake"
-                and e.msg_type == HandshakeType.FINISHED} == {"sent", "received"}
+        return len(self._finished) == 2
 
     @property
     def is_resumed(self) -> bool:
@@ -203,16 +234,30 @@ class HandshakeTrace:
         """A readable ladder; ``records=True`` also shows record headers and inner content types."""
         if not self.events:
             return "(no handshake trace" + ("" if trace_available() else f": {TRACE_UNAVAILABLE}") + ")"
-        version = max((e.version for e in self.events if e.kind == "handshake"), default=0)
-        lines = [f"TLS handshake seen by the {self.side} ({version_name(version)}, {len(self.events)} events)"]
-        for event in self.events:
-            if not event.is_message and not records:
-                continue
-            arrow = f"{event.sender} -> {'server' if event.sender == 'client' else 'client'}"
-            indent = "" if event.is_message else "    "
-            lines.append(f"  {event.elapsed * 1000:9.3f} ms  {event.direction:<8}  {arrow:<16}  "
-                         f"{indent}{event.name} ({event.length} bytes)")
+        lines = [f"TLS handshake seen by the {self.side} ({version_name(self.version or 0)}, "
+                 f"{len(self.events)} events)"]
+        if records:                   # everything OpenSSL reported, pseudo types indented
+            shown = [(e, ("" if e.is_message else "    ") + e.name) for e in self.events]
+        else:                         # the message flow, as a ladder diagram draws it
+            shown = list(self._flow())
+        lines += ["  " + format_event(event, name) for event, name in shown]
         return "\n".join(lines)
+
+
+def flow_name(event: TraceEvent) -> str | None:
+    """The name ``event`` has in a message flow, or ``None`` if it is not a message there."""
+    if event.kind in ("handshake", "alert"):
+        return event.name
+    if event.kind == "record_header" and event.msg_type == ContentType.CHANGE_CIPHER_SPEC:
+        return "ChangeCipherSpec"
+    return None
+
+
+def format_event(event: TraceEvent, name: str | None = None) -> str:
+    """One line: time since the connection's first event, direction, who to whom, what."""
+    arrow = f"{event.sender} -> {'server' if event.sender == 'client' else 'client'}"
+    length = 1 if name == "ChangeCipherSpec" else event.length
+    return f"{event.elapsed * 1000:9.3f} ms  {event.direction:<8}  {arrow:<16}  {name or event.name} ({length} bytes)"
 
 
 # --------------------------------------------------------------------------- the hook
@@ -276,25 +321,30 @@ class TraceRegistry:
     registry never keeps a closed connection alive; ``pop`` drops a trace at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_events: int = 256) -> None:
+        self.max_events = max_events            # per connection; a full TLS 1.3 handshake is ~35
         self._lock = threading.Lock()
         self._traces: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def attach(self, ctx: ssl.SSLContext) -> bool:
         return attach_tracer(ctx, self.record)
 
-    def record(self, conn: SSLConnection, event: TraceEvent) -> None:
+    def record(self, conn: SSLConnection, event: TraceEvent) -> TraceEvent | None:
+        """The sink: file ``event`` under ``conn``; returns it with ``elapsed`` set (or None)."""
         with self._lock:
             trace = self._traces.get(conn)
             if trace is None:
-                trace = self._traces[conn] = HandshakeTrace()
-            trace.add(event)
+                trace = self._traces[conn] = HandshakeTrace(max_events=self.max_events,
+                                                            application_records=False)
+            return trace.add(event)
 
     def trace(self, conn: SSLConnection) -> HandshakeTrace:
         """A snapshot of ``conn``'s trace so far (empty if nothing was recorded)."""
         with self._lock:
             trace = self._traces.get(conn)
-            return HandshakeTrace(tuple(trace.events) if trace else ())
+            snapshot = HandshakeTrace(tuple(trace.events) if trace else ())
+            snapshot.dropped = trace.dropped if trace else 0
+            return snapshot
 
     def pop(self, conn: SSLConnection) -> HandshakeTrace:
         with self._lock:
@@ -304,3 +354,34 @@ class TraceRegistry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._traces)
+
+
+# --------------------------------------------------------------------------- live printing
+class _TracePrinter:
+    """The sink behind ``print_traces``: one line per message, as it happens."""
+
+    def __init__(self, stream: TextIO, records: bool):
+        self.stream = stream
+        self.records = records
+        self.registry = TraceRegistry()            # for per-connection times
+        self._numbers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def __call__(self, conn: SSLConnection, event: TraceEvent) -> None:
+        stored = self.registry.record(conn, event)
+        name = flow_name(event)
+        if stored is None or (name is None and not self.records):
+            return
+        with self._lock:
+            number = self._numbers.get(conn)
+            if number is None:
+                number = self._numbers[conn] = next(self._counter)
+            print(f"tls #{number} {format_event(stored, name)}", file=self.stream, flush=True)
+
+
+def print_traces(ctx: ssl.SSLContext, *, stream: TextIO | None = None, records: bool = False) -> bool:
+    """Print every handshake message of every connection on ``ctx`` as it happens
+    (``tlsproxy serve --trace``).  Lines carry a connection number, so interleaved
+    handshakes stay readable.  Returns ``False`` when tracing is unavailable."""
+    return attach_tracer(ctx, _TracePrinter(stream or sys.stderr, records))

@@ -143,6 +143,7 @@ def test_every_planned_command_acts_inside_a_lab_namespace():
 
 
 # --------------------------------------------------------------------------- with namespaces
+@pytest.mark.root
 def test_client_reaches_origin_only_through_the_proxy(root_lab):
     require_tool("curl")
     before = root_namespace_state()
@@ -175,6 +176,7 @@ def test_client_reaches_origin_only_through_the_proxy(root_lab):
     net.down()  # idempotent
 
 
+@pytest.mark.root
 def test_region_lock_refuses_the_direct_path_and_admits_the_proxy(root_lab):
     require_tool("curl")
     with Topology(with_region=True) as net:
@@ -188,6 +190,7 @@ def test_region_lock_refuses_the_direct_path_and_admits_the_proxy(root_lab):
         assert direct_connect(net, "client", net.address("origin", "proxy")) == "ENETUNREACH"
 
 
+@pytest.mark.root
 def test_leaving_the_with_block_by_an_exception_cleans_up(root_lab):
     with pytest.raises(RuntimeError, match="lesson failed"):
         with Topology() as net:
@@ -212,6 +215,7 @@ def process_gone(pid: int, timeout: float = 5.0) -> bool:
     return False
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"])
 def test_a_killed_program_leaves_nothing_running(root_lab, signum):
     """Ctrl-C and SIGTERM run down(); after SIGKILL the server dies with its parent
@@ -232,6 +236,7 @@ def test_a_killed_program_leaves_nothing_running(root_lab, signum):
     assert not any(name.startswith(prefix) for name in list_namespaces())
 
 
+@pytest.mark.root
 def test_taken_names_fail_clearly_and_leave_the_first_topology_alone(root_lab):
     with Topology() as first:
         with pytest.raises(FileExistsError, match="exist already"):
@@ -240,6 +245,7 @@ def test_taken_names_fail_clearly_and_leave_the_first_topology_alone(root_lab):
         assert first.run("client", ["ip", "-br", "link", "show", "to-proxy"]).returncode == 0
 
 
+@pytest.mark.root
 def test_cleanup_stale_removes_only_namespaces_of_dead_creators(root_lab):
     finished = subprocess.Popen(["true"])
     finished.wait()  # its PID now names no process
@@ -257,6 +263,7 @@ def test_cleanup_stale_removes_only_namespaces_of_dead_creators(root_lab):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+@pytest.mark.root
 def test_command_line_up_status_down(root_lab):
     prefix = f"tlslabcli{os.getpid()}-"
     cli = [sys.executable, "-m", "lab.topology"]

@@ -324,6 +324,22 @@ def test_refusal_comes_as_early_as_the_bytes_allow():
             reader.next_event()
 
 
+def test_eof_before_the_hello_is_complete_is_an_error_not_a_wait():
+    for data in (b"", FIXTURE_BYTES["python-ssl.bin"][:100]):
+        reader = ClientHelloReader()
+        reader.feed(data)
+        assert reader.next_event() is NEED_DATA
+        reader.feed_eof()
+        with pytest.raises(TLSParseError, match=f"closed the connection after {len(data)} bytes"):
+            reader.next_event()
+        with pytest.raises(RuntimeError):
+            reader.feed(b"more")
+    reader = ClientHelloReader()                       # EOF after a whole hello changes nothing
+    reader.feed(FIXTURE_BYTES["python-ssl.bin"])
+    reader.feed_eof()
+    assert reader.next_event().server_name == "python.example"
+
+
 def test_parse_client_hello_refuses_an_incomplete_flight():
     with pytest.raises(TLSParseError, match="incomplete"):
         parse_client_hello(FIXTURE_BYTES["python-ssl.bin"][:-1])

@@ -345,6 +345,40 @@ def test_derive_secret_is_expand_label_over_a_transcript_hash():
         cipher_suite(0xC02F)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 3))
+def test_garbage_gives_only_typed_errors(data, seq):
+    """Random records never escape as anything but TLSParseError (TLSDecryptError included)."""
+    keys = traffic_keys(SHA256, bytes(32))
+    for attempt in (lambda: decrypt_record(SHA256, keys, seq, Record(23, 0x0303, data)),
+                    lambda: list(decrypt_tls13_stream(SHA256, data, bytes(32), bytes(32))),
+                    lambda: server_hello_cipher_suite(data),
+                    lambda: decrypt_connection(data, data, {})):
+        try:
+            attempt()
+        except TLSParseError:
+            pass
+
+
+def test_decrypt_connection_needs_the_connections_secrets():
+    client_flight = bytes.fromhex("16030100c4") + RFC8448_CLIENT_HELLO
+    server_flight = RFC8448_SERVER_HELLO_RECORD + RFC8448_SERVER_FLIGHT_RECORD
+    with pytest.raises(TLSParseError, match="no key log entry for client random cb34ecb1"):
+        decrypt_connection(client_flight, server_flight, {})
+    client_random = RFC8448_CLIENT_HELLO[6:38]
+    with pytest.raises(TLSParseError, match="lacks CLIENT_HANDSHAKE_TRAFFIC_SECRET"):
+        decrypt_connection(client_flight, server_flight, {client_random: {}})
+    log = {client_random: {"CLIENT_HANDSHAKE_TRAFFIC_SECRET": h(RFC8448["c_hs_traffic"]),
+                           "SERVER_HANDSHAKE_TRAFFIC_SECRET": h(RFC8448["s_hs_traffic"]),
+                           "CLIENT_TRAFFIC_SECRET_0": h(RFC8448["c_ap_traffic"]),
+                           "SERVER_TRAFFIC_SECRET_0": h(RFC8448["s_ap_traffic"])}}
+    connection = decrypt_connection(client_flight + RFC8448_CLIENT_FINISHED_RECORD + RFC8448_CLIENT_APPLICATION_RECORD,
+                                    server_flight + RFC8448_NEW_SESSION_TICKET_RECORD
+                                    + RFC8448_SERVER_APPLICATION_RECORD, log)
+    assert connection.suite is TLS_AES_128_GCM_SHA256
+    assert connection.application_data("client") == connection.application_data("server") == bytes(range(50))
+
+
 # --------------------------------------------------------------------------- key log
 def test_parse_key_log_groups_secrets_by_client_random():
     a, b = "aa" * 32, "bb" * 32

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import io
 import socket
 import ssl
 import threading
@@ -27,6 +28,7 @@ from proxy.tls.trace import (
     attach_tracer,
     detach_tracers,
     make_event,
+    print_traces,
     trace_available,
 )
 
@@ -187,6 +189,7 @@ def test_tls13_full_handshake_seen_by_the_client(pem):
     assert elapsed[0] == 0.0 and elapsed == sorted(elapsed) and trace.handshake_duration > 0
     text = trace.format()
     assert "seen by the client (TLS 1.3" in text and "CertificateVerify" in text and "record header" not in text
+    assert text.count("ChangeCipherSpec") == 2 and trace.version == 0x0304
     assert "record header: application_data" in trace.format(records=True)
 
 
@@ -236,6 +239,7 @@ def test_tls12_handshake_from_both_sides(pem):
         with connect(client, server.port, session=session) as again:
             assert again.session_reused
             ping(again)
+    assert client_trace.version == 0x0303 and "(TLS 1.2," in client_trace.format()
     first_flow = client_trace.message_flow()[:len(TLS12_CLIENT_FLOW)]
     assert first_flow == TLS12_CLIENT_FLOW
     # The server saw the mirror image: every "sent" is "received" and vice versa.
@@ -298,6 +302,47 @@ def test_registry_keeps_one_trace_per_connection_across_threads(pem):
             ("sent", "Certificate"), ("sent", "CertificateVerify"), ("sent", "Finished"), ("received", "Finished")]
     gc.collect()
     assert len(registry) == 0                            # weak keys: closed connections took their traces
+
+
+def test_registry_traces_stay_small_on_a_busy_connection(pem):
+    """Every record is reported (header + inner type); after the handshake the registry
+    keeps only messages, so a long transfer does not grow the trace."""
+    server_ctx = server_context(pem)
+    registry = TraceRegistry(max_events=60)
+    registry.attach(server_ctx)
+    connections = []
+    with EchoServer(server_ctx, on_handshake=connections.append) as server:
+        with connect(client_context(pem), server.port) as tls:
+            ping(tls)
+            after_handshake = len(registry.trace(connections[0]))
+            for _ in range(200):                       # 400 more records, each way reported
+                ping(tls)
+            busy = registry.trace(connections[0])
+    assert len(busy) == after_handshake and busy.dropped == 0
+    # And a hard cap per connection, whatever the peer makes OpenSSL report.
+    capped, conn = TraceRegistry(max_events=5), connections[0]
+    for _ in range(8):
+        capped.record(conn, make_event(server_side=True, direction="read", version=0x0304, content_type=21,
+                                       data=b"\x01\x00"))
+    assert len(capped.trace(conn)) == 5 and capped.trace(conn).dropped == 3
+
+
+def test_print_traces_prints_each_message_as_it_happens(pem):
+    server_ctx = server_context(pem)
+    stream = io.StringIO()
+    assert print_traces(server_ctx, stream=stream)
+    with EchoServer(server_ctx) as server:
+        for _ in range(2):
+            with connect(client_context(pem), server.port) as tls:
+                ping(tls)
+    lines = stream.getvalue().splitlines()
+    first = [line for line in lines if line.startswith("tls #1 ")]
+    second = [line for line in lines if line.startswith("tls #2 ")]
+    assert len(first) == len(second) >= 10
+    assert "received  client -> server  ClientHello" in first[0]
+    assert any("sent      server -> client  CertificateVerify" in line for line in first)
+    assert sum("NewSessionTicket" in line for line in second) == 2
+    assert not any("record header" in line for line in lines)
 
 
 def test_sni_callback_context_switch_needs_the_tracer_on_both_contexts(pem):
