@@ -42,6 +42,7 @@ class Backend:
 
     config: BackendConfig
     weight: int = 1
+    pool: str = ""  # the pool it belongs to: the same origin in two pools is two Backends
     in_flight: int = 0  # requests being served now (least_connections)
     requests: int = 0  # requests sent, ever
     failures: int = 0  # consecutive passive failures
@@ -56,6 +57,11 @@ class Backend:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def key(self) -> str:
+        """Unique per pool: connections and TLS settings are never shared across pools."""
+        return f"{self.pool}/{self.config.name}"
 
     @property
     def host(self) -> str:
@@ -143,7 +149,7 @@ class Balancer:
     def __init__(self, name: str, backends: list[BackendConfig], strategy: str = "round_robin",
                  health: HealthConfig = HealthConfig()):
         self.name = name
-        self.backends = [Backend(b, weight=b.weight) for b in backends]
+        self.backends = [Backend(b, weight=b.weight, pool=name) for b in backends]
         self.strategy_name = strategy
         self.strategy = STRATEGIES[strategy]()
         self.health = health
@@ -179,6 +185,7 @@ class Balancer:
             if backend.failures >= self.health.max_fails:
                 backend.down_until = time.monotonic() + self.health.fail_timeout
                 backend.failures = 0
+                backend.check_successes = 0  # active checks must see it well `rise` times from now
 
     def snapshot(self) -> dict:
         return {"name": self.name, "strategy": self.strategy_name,

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from proxy.errors import ConfigError
 from proxy.http1 import Limits as HTTPLimits
+from proxy.policy import ForwardPolicy
 
 MODES = ("terminate", "passthrough", "forward")
 STRATEGIES = ("round_robin", "least_connections", "weighted")
@@ -139,6 +140,8 @@ class Timeouts:
     # (nginx's `keepalive_timeout` on the origin side is 75s; expiring earlier avoids
     #  reusing a connection the origin has just closed)
     shutdown_grace: float = 10.0  # in-flight requests get this long after SIGTERM
+    tunnel_idle: float = 600.0  # passthrough / CONNECT: no byte either way for this long ends it
+    # (nginx stream `proxy_timeout 10m`; HAProxy `timeout tunnel`)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ class Config:
     backend_keylog: str | None = None  # key log of the backend leg (re-encrypt)
     trace: bool = False  # print each TLS handshake as it happens
     admin: Address | None = None  # the status page's listener (keep it on loopback)
-    forward_policy: tuple[dict[str, Any], ...] = ()  # forward mode rules (see proxy.modes.forward)
+    forward_policy: ForwardPolicy = field(default_factory=ForwardPolicy)  # [forward]: see proxy.policy
     extra: dict[str, Any] = field(default_factory=dict)  # sections other modules own
 
     def pool(self, name: str) -> PoolConfig:
@@ -306,7 +309,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
         keylog=resolve(proxy_table.get("keylog")),
         backend_keylog=resolve(proxy_table.get("backend_keylog")),
         trace=bool(proxy_table.get("trace", False)),
-        forward_policy=tuple(data.get("forward", {}).get("rules", ())),
+        forward_policy=ForwardPolicy.from_table(data.get("forward", {}), where=f"{where}: forward"),
         admin=_admin_address(data.get("admin", {}), where),
         extra={k: data[k] for k in ("forward", "admin") if k in data},
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 
 from proxy.balancer import Backend, Balancer
 
@@ -56,7 +57,7 @@ class HealthChecker:
         """None if healthy, else the reason."""
         health = balancer.health
         if backend.tls:
-            context = self.server.backend_pool.tls_contexts[backend.name]
+            context = self.server.backend_pool.tls_contexts[backend.key]
             conn = http.client.HTTPSConnection(backend.host, backend.port, timeout=health.timeout, context=context)
         else:
             conn = http.client.HTTPConnection(backend.host, backend.port, timeout=health.timeout)
@@ -79,9 +80,11 @@ class HealthChecker:
             if failure is None:
                 backend.check_failures = 0
                 backend.check_successes += 1
-                if backend.active_down and backend.check_successes >= health.rise:
+                ejected = backend.active_down or backend.down_until > time.monotonic()
+                if ejected and backend.check_successes >= health.rise:
                     backend.active_down = False
-                    backend.down_until = 0.0  # also forgive a passive ejection
+                    backend.down_until = 0.0  # also lift a passive ejection (HAProxy: a server
+                    # marked down by `observe` errors comes back after `rise` good checks)
             else:
                 backend.check_successes = 0
                 backend.check_failures += 1

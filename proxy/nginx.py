@@ -298,6 +298,8 @@ def _http_settings(w: _Writer, config: cfg.Config, under, options: _Options) -> 
       "max_request_line/max_field_line; count x size ~ max_head_size (-> 414/431 beyond)")
     w(f"client_max_body_size {_size(http.max_body_size)}", "max_body_size (-> 413)")
     w("merge_slashes off", "route on the path as sent, as tlsproxy does")
+    w.comment("One difference remains: nginx matches locations on the decoded, dot-segment-resolved\n"
+              "path ($uri: /%61pi/ and /x/../api/ are /api/), tlsproxy on the request-target as sent.")
     w.blank()
     w.comment("TLS to clients: Mozilla intermediate, as proxy/tls/contexts.py.")
     w(f"ssl_protocols {options.protocols}")
@@ -506,7 +508,7 @@ def _stream_block(w: _Writer, config: cfg.Config, listeners: list[cfg.ListenerCo
             w(f"preread_timeout {_seconds(t.handshake)}", "handshake: the ClientHello must arrive by then")
             w(f"proxy_pass {POOL_VARIABLE}")
             w(f"proxy_connect_timeout {_seconds(t.backend_connect)}", "backend_connect")
-            w(f"proxy_timeout {_seconds(t.idle_keepalive)}", "idle_keepalive: a silent tunnel is closed")
+            w(f"proxy_timeout {_seconds(t.tunnel_idle)}", "tunnel_idle: a silent tunnel is closed")
 
 
 def _sni_map(routes: tuple[cfg.RouteConfig, ...]) -> tuple[dict[str, str], str | None]:

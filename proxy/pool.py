@@ -68,8 +68,8 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
-        self.tls_contexts = tls_contexts or {}  # backend name -> client SSLContext
-        self.tls_server_names = tls_server_names or {}  # backend name -> SNI override
+        self.tls_contexts = tls_contexts or {}  # backend key (pool/url) -> client SSLContext
+        self.tls_server_names = tls_server_names or {}  # backend key -> SNI override
         self.idle: dict[str, deque[BackendConnection]] = {}
         self.sessions: dict[str, ssl.SSLSession] = {}
         self.lock = threading.Lock()
@@ -77,8 +77,9 @@ class ConnectionPool:
         self.reused = 0
 
     # ------------------------------------------------------------------ lending
-    def acquire(self, backend: Backend, *, server_name: str | None = None, fresh: bool = False) -> BackendConnection:
-        """An idle, healthy connection to ``backend``, or a new one."""
+    def acquire(self, backend: Backend, *, server_name: str | None = None, fresh: bool = False,
+                source_address: str | None = None) -> BackendConnection:
+        """An idle, healthy connection to ``backend``, or a new one (from ``source_address``)."""
         if not fresh:
             while (conn := self._pop_idle(backend)) is not None:
                 if self._still_good(conn):
@@ -86,7 +87,7 @@ class ConnectionPool:
                     self.reused += 1
                     return conn
                 conn.close()
-        return self.connect(backend, server_name=server_name)
+        return self.connect(backend, server_name=server_name, source_address=source_address)
 
     def release(self, conn: BackendConnection, *, reusable: bool) -> None:
         if not reusable:
@@ -94,7 +95,7 @@ class ConnectionPool:
             return
         conn.idle_since = time.monotonic()
         with self.lock:
-            queue = self.idle.setdefault(conn.backend.name, deque())
+            queue = self.idle.setdefault(conn.backend.key, deque())
             if len(queue) < self.max_idle:
                 queue.append(conn)
                 return
@@ -102,7 +103,7 @@ class ConnectionPool:
 
     def _pop_idle(self, backend: Backend) -> BackendConnection | None:
         with self.lock:
-            queue = self.idle.get(backend.name)
+            queue = self.idle.get(backend.key)
             return queue.pop() if queue else None  # LIFO: the warmest connection first
 
     def _still_good(self, conn: BackendConnection) -> bool:
@@ -123,11 +124,16 @@ class ConnectionPool:
                 conn.close()
 
     # ------------------------------------------------------------------ connecting
-    def connect(self, backend: Backend, *, server_name: str | None = None) -> BackendConnection:
-        """Open a new connection (and TLS session, for https backends)."""
+    def connect(self, backend: Backend, *, server_name: str | None = None,
+                source_address: str | None = None) -> BackendConnection:
+        """Open a new connection (and TLS session, for https backends).
+
+        ``source_address`` binds the outgoing socket to one of this host's addresses
+        (the forward proxy "placed in a network", see ``proxy.region``)."""
         address = (backend.host, backend.port)
         try:
-            sock = socket.create_connection(address, timeout=self.connect_timeout)
+            sock = socket.create_connection(address, timeout=self.connect_timeout,
+                                            source_address=(source_address, 0) if source_address else None)
         except TimeoutError:
             raise GatewayTimeout(f"backend {backend.name} did not accept a connection in "
                                  f"{self.connect_timeout:g}s") from None
@@ -144,9 +150,9 @@ class ConnectionPool:
         return conn
 
     def _start_tls(self, backend: Backend, sock: socket.socket, server_name: str | None) -> ssl.SSLSocket:
-        context = self.tls_contexts[backend.name]
-        sni = server_name or self.tls_server_names.get(backend.name) or backend.host
-        session = self.sessions.get(backend.name)
+        context = self.tls_contexts[backend.key]
+        sni = server_name or self.tls_server_names.get(backend.key) or backend.host
+        session = self.sessions.get(backend.key)
         try:
             tls = context.wrap_socket(sock, server_hostname=sni, session=session)
         except ssl.SSLCertVerificationError as error:
@@ -164,4 +170,4 @@ class ConnectionPool:
         if isinstance(conn.sock, ssl.SSLSocket):
             session = conn.sock.session
             if session is not None and session.has_ticket:
-                self.sessions[conn.backend.name] = session
+                self.sessions[conn.backend.key] = session

@@ -29,6 +29,7 @@ certificate chosen by SNI) before handing over the decrypted socket.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import importlib
 import queue
@@ -131,6 +132,7 @@ class ClientConnection:
     server_name: str | None = None
     handshake_ms: float | None = None
     requests: int = 0
+    aborted: bool = False  # a response was cut short: close without close_notify (RFC 9112 §9.8)
 
     @property
     def client(self) -> str:
@@ -267,9 +269,9 @@ class ProxyServer:
             for backend in pool.backends:
                 if backend.scheme == "https":
                     t = pool.tls
-                    tls_contexts[backend.name] = contexts.client_context(
+                    tls_contexts[f"{pool.name}/{backend.name}"] = contexts.client_context(
                         ca=t.ca, cert=t.cert, key=t.key, verify=t.verify, keylog=self.config.backend_keylog)
-                    server_names[backend.name] = t.server_name
+                    server_names[f"{pool.name}/{backend.name}"] = t.server_name
         return ConnectionPool(
             http_limits=self.limits.http,
             connect_timeout=self.timeouts.backend_connect,
@@ -360,6 +362,8 @@ class ProxyServer:
             print(f"tlsproxy: internal error serving {conn.client}: {error!r}", file=self.log)
         finally:
             conn.state = "closed"
+            if conn.tls_version and not conn.aborted:
+                send_close_notify(conn.sock)
             close_quietly(conn.sock)
             with self.connections_lock:
                 self.connections.discard(conn)
@@ -423,23 +427,20 @@ class ProxyServer:
         self.workers.stop()
         self.stopped.set()
 
-    def serve_forever(self) -> None:
-        """Run until SIGINT or SIGTERM, then shut down gracefully."""
-        requested = threading.Event()
-
-        def on_signal(signum, frame):
-            requested.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    def serve_forever(self, stop_requested: threading.Event | None = None) -> None:
+        """Run until SIGINT or SIGTERM (or ``stop_requested``), then shut down gracefully."""
+        restore = None
+        if stop_requested is None:
+            stop_requested, restore = install_stop_signals()
         try:
-            while not requested.wait(0.5):
+            while not stop_requested.wait(0.5):
                 pass
             print(f"tlsproxy: shutting down, letting requests finish (up to {self.timeouts.shutdown_grace:g}s)",
                   file=self.log)
             self.shutdown()
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            if restore is not None:
+                restore()
 
     def __enter__(self) -> "ProxyServer":
         return self.start()
@@ -449,10 +450,41 @@ class ProxyServer:
             self.shutdown(grace=2.0)
 
 
+def install_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
+    """SIGINT and SIGTERM set the returned event; the function restores the old handlers.
+
+    Installed *before* the listeners open, so a signal that arrives the moment the
+    port accepts still means "shut down gracefully", never "die mid-request".
+    """
+    requested = threading.Event()
+    previous = {s: signal.signal(s, lambda signum, frame: requested.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    return requested, restore
+
+
 def wake(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
+        pass
+
+
+def send_close_notify(sock: ssl.SSLSocket) -> None:
+    """End the TLS stream with close_notify, "no more data" (RFC 8446 §6.1).
+
+    Without it a client cannot tell a close-delimited body that ended from one cut
+    short (a truncation attack; RFC 9112 §9.8), so it is sent after a clean end and
+    never after an aborted response.  Non-blocking: OpenSSL writes the alert and
+    returns at "want read"; the peer's own close_notify is not waited for.
+    """
+    try:
+        sock.setblocking(False)
+        sock.unwrap()
+    except (OSError, ValueError):  # ssl.SSLWantReadError (the usual case), or already shut
         pass
 
 
@@ -473,7 +505,10 @@ def configure_cli(parser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8443",
                         help="address to listen on (default %(default)s)")
     parser.add_argument("--mode", choices=cfg.MODES, default="terminate",
-                        help="terminate TLS here (default), pass TLS through by SNI, or act as a forward proxy")
+                        help="terminate: TLS ends here, HTTP is routed by Host and path (an https:// --backend "
+                             "makes it re-encrypt); passthrough: no certificate, the ClientHello's SNI picks "
+                             "the pool and TLS bytes are spliced to the origin; forward: an HTTP forward proxy "
+                             "(absolute-form GET and CONNECT tunnels) under a destination policy")
     parser.add_argument("--cert", action="append", default=[], metavar="PEM",
                         help="certificate (repeat with --key for several names; chosen by SNI, first is default)")
     parser.add_argument("--key", action="append", default=[], metavar="PEM", help="private key for the --cert before it")
@@ -489,8 +524,49 @@ def configure_cli(parser) -> None:
                         help="write TLS secrets of the client leg (NSS key log, for Wireshark). LAB ONLY")
     parser.add_argument("--backend-keylog", metavar="FILE", help="the same for the backend leg (re-encrypt)")
     parser.add_argument("--trace", action="store_true", help="print every TLS handshake message as it happens")
+    forward = parser.add_argument_group(
+        "forward mode", "Who may go where through the forward proxy (see proxy/policy.py). Rules are tried in "
+        "order, first match wins, and an implicit 'deny all' ends the list. Without rules only loopback "
+        "destinations are allowed. SPEC is criteria like 'src=127.0.0.0/8 host=*.example.test dst=127.0.0.0/8 "
+        "port=443,8000-8999' or 'all'.")
+    forward.add_argument("--allow", action=_RuleAction, dest="forward_rules", metavar="SPEC",
+                         help="allow destinations matching SPEC (repeat; order matters)")
+    forward.add_argument("--deny", action=_RuleAction, dest="forward_rules", metavar="SPEC",
+                         help="deny destinations matching SPEC (repeat; order matters)")
+    forward.add_argument("--connect-port", action="append", metavar="PORT[-PORT]",
+                         help="ports CONNECT may reach (repeat; default 443 and 8443)")
+    forward.add_argument("--source-address", metavar="IP",
+                         help="make outgoing connections from this local address (the proxy 'placed in a network')")
+    forward.add_argument("--forward-host", action="append", default=[], metavar="NAME=IP",
+                         help="resolve NAME to IP without DNS (checked by the rules like any DNS answer)")
     parser.add_argument("--admin", metavar="HOST:PORT",
                         help="serve the live status page (HTML and /status.json) here; keep it on loopback")
+
+
+class _RuleAction(argparse.Action):
+    """--allow SPEC / --deny SPEC into one ordered list of rule lines ("allow SPEC")."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        rules = list(getattr(namespace, self.dest, None) or [])
+        rules.append(f"{option_string.lstrip('-')} {value}")
+        setattr(namespace, self.dest, rules)
+
+
+def forward_policy_from_args(args):
+    """The [forward] section spelled as flags (see proxy.policy)."""
+    from proxy.policy import ForwardPolicy, Rule
+
+    rules = getattr(args, "forward_rules", None)
+    hosts = {}
+    for entry in getattr(args, "forward_host", None) or []:
+        name, sep, address = entry.partition("=")
+        if not sep:
+            raise ConfigError(f"--forward-host {entry!r}: expected NAME=IP")
+        hosts[name] = address
+    return ForwardPolicy.build(
+        rules=None if rules is None else [Rule.parse(r, where="--allow/--deny") for r in rules],
+        connect_ports=getattr(args, "connect_port", None), source_address=getattr(args, "source_address", None),
+        hosts=hosts, where="forward flags")
 
 
 def config_from_args(args) -> cfg.Config:
@@ -504,11 +580,13 @@ def config_from_args(args) -> cfg.Config:
         listen=args.listen, mode=args.mode, certs=list(zip(args.cert, args.key)), backends=args.backend,
         strategy=args.strategy, backend_tls=tls, access_log=args.access_log,
         keylog=args.keylog, backend_keylog=args.backend_keylog, trace=args.trace,
+        forward_policy=forward_policy_from_args(args),
         admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
     )
 
 
 def run_cli(args) -> int:
+    stop_requested, restore = install_stop_signals()
     config = config_from_args(args)
     if config.keylog or config.backend_keylog:
         print("tlsproxy: WARNING: key logging is on: anyone with the key log file can decrypt this "
@@ -521,7 +599,13 @@ def run_cli(args) -> int:
     for pool in config.pools:
         print(f"tlsproxy: pool {pool.name} ({pool.strategy}): {', '.join(b.url for b in pool.backends)}",
               file=sys.stderr)
+    if any(listener.mode == "forward" for listener in config.listeners):
+        for line in config.forward_policy.describe():
+            print(f"tlsproxy: forward policy {line}", file=sys.stderr)
     if server.admin is not None:
         print(f"tlsproxy: status page on {server.admin.url}", file=sys.stderr)
-    server.serve_forever()
+    try:
+        server.serve_forever(stop_requested)
+    finally:
+        restore()
     return 0

@@ -29,6 +29,8 @@ rewrites it and says how to send the body; ``serialize_response_head`` and
 ``encode_chunk`` / ``encode_last_chunk`` write it to the client.
 """
 
+# The errors the readers raise, re-exported so that ``http1.ProtocolError`` works.
+from proxy.errors import HTTPVersionNotSupported, IncompleteMessage, ProtocolError
 from proxy.http1.body import ChunkedDecoder, CloseDelimitedDecoder, ContentLengthDecoder, NoBodyDecoder
 from proxy.http1.events import (
     NEED_DATA,
@@ -68,6 +70,9 @@ from proxy.http1.serialize import (
 __all__ = [
     "HOP_BY_HOP",
     "NEED_DATA",
+    "HTTPVersionNotSupported",
+    "IncompleteMessage",
+    "ProtocolError",
     "TRANSITIONS",
     "ChunkedDecoder",
     "CloseDelimitedDecoder",

@@ -8,10 +8,11 @@ A reader turns bytes into *events*, in the spirit of h11.  One message is always
     Data*                (zero or more pieces of the decoded body)
     EndOfMessage         (the body is complete; carries the trailer fields, if any)
 
-and between messages the reader may say
+and two sentinels say why there is no event right now:
 
-    NEED_DATA            feed me more bytes (or feed_eof) and ask again
-    ConnectionClosed     no further message will come on this connection
+    NEED_DATA            feed me more bytes (or feed_eof) and ask again (any time)
+    ConnectionClosed     no further message will come on this connection (between
+                         messages only)
 
 The drive loop is always the same (STYLE.md rule 2)::
 
@@ -58,7 +59,9 @@ class ConnectionClosed(_Sentinel, metaclass=_Sentinel):
     previous message said the connection would close (RFC 9112 §9.6)."""
 
 
-@dataclass(slots=True)
+# Request and Response have no __slots__ on purpose: the server may attach its own
+# bookkeeping (a start time, a route) to the message it is handling.
+@dataclass
 class Request:
     """A request head (RFC 9112 §3).  The reader fills in the last three fields."""
 
@@ -71,7 +74,7 @@ class Request:
     expect_continue: bool = False  # RFC 9110 §10.1.1: "Expect: 100-continue" (HTTP/1.1 only)
 
 
-@dataclass(slots=True)
+@dataclass
 class Response:
     """A response head (RFC 9112 §4).  The reader fills in the last two fields."""
 

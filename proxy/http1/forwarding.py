@@ -108,7 +108,12 @@ def client_keep_alive(request: Request) -> bool:
 
 
 def prepare_upstream_request(
-    request: Request, *, client_ip: str, proto: str, via: str = "1.1 tlsproxy"
+    request: Request,
+    *,
+    client_ip: str,
+    proto: str,
+    via: str = "1.1 tlsproxy",
+    default_host: str = "",
 ) -> Request:
     """The request to send to the backend; ``request`` itself is not changed.
 
@@ -119,16 +124,24 @@ def prepare_upstream_request(
     * an absolute-form target (forward proxy) becomes origin-form, and Host is set
       from the URI (RFC 9112 §3.2.2: the URI's authority overrides Host);
     * X-Forwarded-For += client_ip; X-Forwarded-Proto = proto; X-Forwarded-Host = Host;
-      Via += via.
+      Via += via;
+    * an HTTP/1.0 request without Host gets ``Host: default_host``, because the
+      HTTP/1.1 request it becomes MUST have one (RFC 9112 §3.2; an empty value is
+      what RFC 9110 §7.2 prescribes when there is no authority to name).
     No Connection field is added: persistence to the backend is the pool's business.
     """
     source = request.headers
     options = _connection_options(source)
     forwarded_for: list[str] = []
     prior_via: list[str] = []
-    host = None
     fields: list[tuple[str, str, str]] = []
     append = fields.append
+    target = request.target
+    host = authority = None
+    if target[:1] != "/" and target != "*" and "://" in target:
+        _, authority, target = split_absolute_form(target)
+        host = authority
+        append(("host", "Host", authority))
     for field in source._fields:
         lower = field[0]
         if lower in options:
@@ -140,16 +153,13 @@ def prepare_upstream_request(
                 prior_via.append(field[2])
             continue
         if lower == "host":
+            if authority is not None:
+                continue  # the URI's authority replaces Host
             host = field[2]
         append(field)
 
-    target = request.target
-    if target[:1] != "/" and target != "*" and "://" in target:
-        _, authority, target = split_absolute_form(target)
-        fields = [f for f in fields if f[0] != "host"]
-        host = authority
-        fields.insert(0, ("host", "Host", host))
-
+    if host is None:
+        append(("host", "Host", default_host))
     framing = request.framing
     if framing.kind == "length":
         append(("content-length", "Content-Length", str(framing.length)))
@@ -158,7 +168,7 @@ def prepare_upstream_request(
     forwarded_for.append(client_ip)
     append(("x-forwarded-for", "X-Forwarded-For", ", ".join(forwarded_for)))
     append(("x-forwarded-proto", "X-Forwarded-Proto", proto))
-    if host is not None:
+    if host:
         append(("x-forwarded-host", "X-Forwarded-Host", host))
     prior_via.append(via)
     append(("via", "Via", ", ".join(prior_via)))

@@ -39,12 +39,14 @@ Responses have two twists, both from RFC 9110 §15.2:
 
 The response to a HEAD has no body whatever its headers say, and a 2xx to CONNECT
 starts a tunnel, so the reader must know the request method: call
-``expect_response_to(method)`` once per request, before its response is read.
+``expect_response_to(method)`` before reading the response to each request.  The
+method holds until a final (non-1xx) response head arrives, so calling it again
+after a 1xx is harmless.  One request at a time: the proxy never pipelines requests
+to a backend, and a response that arrives with no request outstanding is an error.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum
 
 from proxy.errors import IncompleteMessage, ProtocolError
@@ -54,13 +56,7 @@ from proxy.http1.body import (
     ContentLengthDecoder,
     NoBodyDecoder,
 )
-from proxy.http1.events import (
-    NEED_DATA,
-    ConnectionClosed,
-    EndOfMessage,
-    Request,
-    Response,
-)
+from proxy.http1.events import NEED_DATA, ConnectionClosed, EndOfMessage
 from proxy.http1.framing import Framing, persistent_connection, request_framing, response_framing
 from proxy.http1.head import HeadScanner, parse_request_head, parse_response_head
 from proxy.http1.limits import Limits
@@ -241,11 +237,11 @@ class ResponseReader(_Reader):
 
     def __init__(self, limits: Limits = Limits()) -> None:
         super().__init__(limits)
-        self._methods: deque[str] = deque()
+        self._request_method: str | None = None
 
     def expect_response_to(self, method: str) -> None:
-        """Say which request the next final response answers (needed for HEAD, CONNECT)."""
-        self._methods.append(method)
+        """Say which request the next response answers (needed for HEAD, CONNECT)."""
+        self._request_method = method
 
     def _read_head(self):
         block = self._find_head()
@@ -256,19 +252,20 @@ class ResponseReader(_Reader):
                     return ConnectionClosed
                 raise IncompleteMessage("connection closed in the middle of a response head")
             return NEED_DATA
-        if not self._methods:
+        method = self._request_method
+        if method is None:
             raise ProtocolError("a response arrived with no request outstanding")
         response = parse_response_head(block, self._scanner)
         status = response.status
-        framing = response_framing(status, response.version, response.headers, self._methods[0])
+        framing = response_framing(status, response.version, response.headers, method)
         response.framing = framing
         kind = framing.kind
         if status < 200 and kind != "tunnel":
             # RFC 9110 §15.2: a 1xx is interim; the final response to the same
-            # request follows, so the method stays queued.
+            # request follows, so the method stays.
             self._after_body = "end"
         else:
-            self._methods.popleft()
+            self._request_method = None
             if kind == "tunnel":
                 response.keep_alive = False
                 self._after_body = "end, tunnel"

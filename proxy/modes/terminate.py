@@ -125,7 +125,7 @@ class HTTPConnectionHandler:
     def serve(self, request: http1.Request) -> bool:
         """Proxy one request; True if the connection may carry another."""
         started = time.perf_counter()
-        exchange = Exchange(self, request)
+        exchange = self.new_exchange(request)
         try:
             exchange.forward()
         except ClientGone:
@@ -133,6 +133,7 @@ class HTTPConnectionHandler:
             return False
         except AbortConnection as error:
             exchange.outcome = f"aborted: {error}"
+            self.conn.aborted = True  # close without close_notify: the client must see the cut
             return False
         except ProxyError as error:
             exchange.status = error.status
@@ -146,6 +147,10 @@ class HTTPConnectionHandler:
         finally:
             exchange.log(time.perf_counter() - started)
         return exchange.keep_alive
+
+    def new_exchange(self, request: http1.Request) -> "Exchange":
+        """Hook: the forward proxy returns its own Exchange (a destination, not a pool)."""
+        return Exchange(self, request)
 
     def send_error(self, error: ProxyError) -> None:
         try:
@@ -218,15 +223,21 @@ class Exchange:
         return http1.serialize_request_head(upstream)
 
     # ------------------------------------------------------------------ the exchange
+    def choose_backend(self):
+        """Hook: where this request goes, as (balancer, backend): a routed pool's pick.
+
+        The forward proxy overrides it with the destination named in the request
+        (``proxy.modes.forward``); ``balancer.release(backend)`` always follows."""
+        self.pool_name = self.route()
+        balancer = self.server.balancers[self.pool_name]
+        return balancer, balancer.pick()
+
     def forward(self) -> None:
-        pool_name = self.route()
-        self.pool_name = pool_name
-        balancer = self.server.balancers[pool_name]
-        head = self.upstream_head()
-        retryable = self.request.method in IDEMPOTENT and self.request.framing.kind == "none"
-        backend = balancer.pick()
+        balancer, backend = self.choose_backend()
         self.backend = backend
         try:
+            head = self.upstream_head()
+            retryable = self.request.method in IDEMPOTENT and self.request.framing.kind == "none"
             for attempt in (1, 2):
                 conn = self.connect(balancer, backend, fresh=attempt == 2)
                 try:
@@ -236,7 +247,13 @@ class Exchange:
                     conn.close()
                     if attempt == 1 and conn.reused and retryable:
                         continue  # a stale pooled connection: once more on a fresh one
+                    if not conn.reused:  # a fresh connection: the backend's fault, not a keep-alive race
+                        balancer.report_failure(backend, str(failure))
                     raise BadGateway(f"backend {backend.name} closed the connection: {failure}") from None
+                except GatewayTimeout as error:  # nginx counts timeouts as failures too (proxy_next_upstream)
+                    conn.close()
+                    balancer.report_failure(backend, str(error))
+                    raise
                 except BaseException:
                     conn.close()
                     raise
@@ -363,8 +380,10 @@ class Exchange:
                     event = self.backend_event(conn)
             except ProxyError as error:
                 conn.close()
+                if isinstance(error, ProtocolError):  # the parser's error, but the *backend* broke HTTP
+                    error = InvalidUpstreamResponse(f"backend {self.backend.name} sent an invalid response: {error}")
                 if not self.response_started:
-                    raise
+                    raise error from None
                 raise AbortConnection(str(error)) from None
             except (OSError, ssl.SSLError) as error:
                 conn.close()

@@ -171,8 +171,9 @@ def _sni_callback(
         # CPython reads the message callback and the key log from the connection's
         # *current* context: carry over what was set on the default one after building it
         # (tls/trace sets a message callback; a caller may set keylog_filename).
-        callback = default._msg_callback
-        if chosen._msg_callback is not callback:
+        # _msg_callback is a private CPython hook: feature-detect it (proxy.tls.trace).
+        callback = getattr(default, "_msg_callback", None)
+        if callback is not None and getattr(chosen, "_msg_callback", None) is not callback:
             chosen._msg_callback = callback
         if chosen.keylog_filename != default.keylog_filename:
             chosen.keylog_filename = default.keylog_filename

@@ -214,7 +214,7 @@ def test_passthrough_routes_by_sni_to_origins_that_terminate(pki, origins, tmp_p
         ours = passthrough_scenario(ports["tlsproxy"], pki)
         theirs = passthrough_scenario(ports["nginx"], pki)
     for name, origin in ((WWW, "tls-www"), (API, "tls-api")):
-        der = x509.load_pem_x509_certificate(pki.files(name)[0].read_bytes()).public_bytes(Encoding.DER)
+        der = x509.load_pem_x509_certificate(Path(pki.files(name)[0]).read_bytes()).public_bytes(Encoding.DER)
         assert ours[name]["origin"] == origin
         assert ours[name]["certificate"] == der, "the client sees the origin's own certificate"
         assert ours[name]["origin_tls"] == "TLSv1.3", "one TLS session, client to origin"
@@ -238,7 +238,7 @@ def example_config(pki) -> cfg.Config:
         routes=(cfg.RouteConfig("api", host=WWW, path="/api"), cfg.RouteConfig("heavy", host="*.example.test"),
                 cfg.RouteConfig("secure", path="/secure/"), cfg.RouteConfig("web")),
         timeouts=cfg.Timeouts(header_read=7.0, idle_keepalive=30.0, body_read=0.5, backend_connect=3.0,
-                              backend_read=20.0, send=9.0),
+                              backend_read=20.0, send=9.0, tunnel_idle=300.0),
         access_log=None)
 
 
@@ -261,6 +261,7 @@ def test_export_maps_every_setting_to_its_directive(pki):
         f"proxy_ssl_name {ORIGIN_NAME};", "proxy_ssl_server_name on;", f"proxy_ssl_certificate {pki.client_cert};",
         f"proxy_ssl_certificate_key {pki.client_key};", "proxy_ssl_session_reuse on;",
         "map $ssl_preread_server_name $tlsproxy_pool {", "ssl_preread on;", "proxy_pass $tlsproxy_pool;",
+        "preread_timeout 10s;", "proxy_timeout 300s;",
         "mode forward) is not exported",
     ):
         assert directive in text, directive

@@ -1,0 +1,123 @@
+"""``python -m lab.check N [--solution | --file PATH]``: check lab exercise N.
+
+Theory of operation
+-------------------
+Exercise N lives in ``lab/exN_<topic>/``: a README with the steps and a
+``student.py`` the student edits.  This command imports that file (or, with
+``--solution``, the reference solution ``lab/solutions/exN.py``; with ``--file``, any
+file), runs the exercise's checks (``lab/checks/exN.py``) against it and prints one
+line per check, ✓ or ✗ with a hint.  The exit status is 0 only when every check
+passes, so ``make check LAB=N`` and CI can use it.
+
+The file is imported under its own module name, so the code under
+``if __name__ == "__main__":`` (each starter's little demo) does not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from lab.checks import Checklist, Report, not_loaded, run_checks
+
+LAB = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Exercise:
+    number: int
+    folder: str  # lab/<folder>/ holds README.md and student.py
+    title: str
+
+    @property
+    def student_file(self) -> Path:
+        return LAB / self.folder / "student.py"
+
+    @property
+    def solution_file(self) -> Path:
+        return LAB / "solutions" / f"ex{self.number}.py"
+
+    @property
+    def readme(self) -> Path:
+        return LAB / self.folder / "README.md"
+
+    def checklist(self) -> Checklist:
+        return importlib.import_module(f"lab.checks.ex{self.number}").CHECKLIST
+
+
+EXERCISES: dict[int, Exercise] = {
+    exercise.number: exercise
+    for exercise in [
+        Exercise(1, "ex1_parse_request", "Parse a request head"),
+        Exercise(2, "ex2_forward_headers", "Forward with X-Forwarded-For and hop-by-hop stripping"),
+        Exercise(3, "ex3_tls_sni", "Terminate TLS with a certificate chosen by SNI"),
+        Exercise(4, "ex4_balancer_strategy", "Write a balancer strategy the proxy loads"),
+        Exercise(5, "ex5_clienthello_sni", "Parse a ClientHello for its server name"),
+        Exercise(6, "ex6_decrypt_record", "Decrypt one TLS 1.3 record from a capture"),
+    ]
+}
+
+
+def load(path: Path, module_name: str) -> ModuleType:
+    """Import the Python file at ``path`` as a fresh module named ``module_name``."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look a module up here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def run(number: int, path: str | Path | None = None, *, solution: bool = False) -> Report:
+    """Check exercise ``number`` against ``path`` (default: the student's file, or the solution)."""
+    exercise = EXERCISES[number]
+    if path is None:
+        path = exercise.solution_file if solution else exercise.student_file
+    path = Path(path).resolve()
+    checklist = exercise.checklist()
+    title = f"Exercise {number}: {exercise.title}"
+    kind = "solution" if solution else "student"
+    try:
+        module = load(path, f"lab_{kind}_ex{number}")
+    except Exception as error:  # SyntaxError, ImportError, a crash at import time ...
+        return not_loaded(checklist, path, error, title=title)
+    try:
+        return run_checks(checklist, module, path, title=title)
+    finally:
+        sys.modules.pop(module.__name__, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("exercise", type=int, choices=sorted(EXERCISES), help="exercise number")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--solution", action="store_true", help="check the reference solution instead")
+    which.add_argument("--file", help="check this file instead of lab/exN_*/student.py")
+    args = parser.parse_args(argv)
+    report = run(args.exercise, args.file, solution=args.solution)
+    ascii_only = not _can_print("✓✗—")
+    for line in report.lines(ascii_only=ascii_only):
+        print(line if not ascii_only else line.replace("—", "-"))
+    return 0 if report.all_passed else 1
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The proxy as the benchmark runs it: ``tlsproxy serve``, access log off, optionally profiled.
+
+Theory of operation
+-------------------
+The benchmark compares our proxy with nginx, and nginx runs with ``access_log off``
+(``proxy.nginx.terminate_conf``).  ``tlsproxy serve`` always logs (to stderr by
+default), and formatting and writing a line per request is a cost nginx is not
+paying, so the benchmark starts the proxy through this module instead: the same
+flags (``proxy.server.configure_cli``), the same ``config_from_args``, the same
+``ProxyServer``, with ``access_log=None``::
+
+    python -m proxy.bench.serve --listen 127.0.0.1:0 --cert ... --key ... --backend http://...
+
+``--profile FILE`` runs every thread of the proxy under ``cProfile`` and writes the
+merged statistics (``pstats`` format) to FILE at shutdown (SIGTERM).  ``cProfile``
+alone would see only the main thread, which does nothing but wait for a signal; a
+``threading.setprofile`` hook starts one profiler in each new thread, the pool's
+connection threads included.  Profiling roughly doubles the CPU cost, so a
+profiled proxy is never a measured one: the profile says *where* the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import threading
+from dataclasses import replace
+
+from proxy import server as proxy_server
+
+
+class ThreadProfiles:
+    """One ``cProfile.Profile`` per thread, started by a ``threading.setprofile`` hook."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.profiles: list[cProfile.Profile] = []
+
+    def install(self) -> None:
+        threading.setprofile(self._start_in_thread)
+        self._start_in_thread()
+
+    def _start_in_thread(self, *_hook_args) -> None:
+        # Called as the new thread's first profile event: replace this hook with a
+        # profiler of the thread's own (enable() installs it for the current thread).
+        profile = cProfile.Profile()
+        with self.lock:
+            self.profiles.append(profile)
+        profile.enable()
+
+    def dump(self, path: str) -> None:
+        threading.setprofile(None)
+        with self.lock:
+            profiles = list(self.profiles)
+        stats = pstats.Stats(profiles[0])
+        for profile in profiles[1:]:
+            stats.add(profile)
+        stats.dump_stats(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m proxy.bench.serve", description=__doc__.split("\n\n")[0])
+    proxy_server.configure_cli(parser)
+    parser.add_argument("--profile", metavar="FILE", help="profile every thread; pstats written to FILE at exit")
+    args = parser.parse_args(argv)
+    config = replace(proxy_server.config_from_args(args), access_log=None)
+    profiles = ThreadProfiles() if args.profile else None
+    if profiles:
+        profiles.install()
+    server = proxy_server.ProxyServer(config).bind()
+    server.start()
+    for (host, port), listener in zip(server.addresses, config.listeners):
+        print(f"tlsproxy: {listener.mode} listening on {host}:{port}", file=sys.stderr, flush=True)
+    server.serve_forever()
+    if profiles:
+        profiles.dump(args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

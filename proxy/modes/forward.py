@@ -1,0 +1,223 @@
+"""Forward proxy: absolute-form requests and CONNECT tunnels, under a destination policy (setup 6).
+
+Theory of operation
+-------------------
+A reverse proxy stands in front of *its* servers; a forward proxy stands in front of
+*its clients* and goes wherever they ask.  Clients know they use one (``curl --proxy``,
+``HTTPS_PROXY``) and speak to it in two ways (RFC 9112 §3.2.2, RFC 9110 §9.3.6)::
+
+    GET http://api.example.test:8080/v1?x=1 HTTP/1.1      absolute-form: "fetch this for me"
+    CONNECT www.example.test:443 HTTP/1.1                  authority-form: "open a tunnel"
+
+*Absolute-form* goes through the same HTTP core as terminate mode
+(``HTTPConnectionHandler`` and ``Exchange``): the target becomes origin-form
+(``GET /v1?x=1``), Host comes from the URI, hop-by-hop fields go, X-Forwarded-For and
+Via are added, and connections to each destination are kept alive in the shared pool.
+Only the choice of backend differs: not a routed pool but the destination in the
+request, once the policy allows it (``ForwardExchange.choose_backend``).
+
+*CONNECT* is how HTTPS crosses a forward proxy.  The proxy checks the destination,
+connects, answers ``200 Connection Established`` and from then on copies bytes
+(``proxy.relay``); the client runs TLS with the origin *through* the tunnel, so the
+certificate it verifies is the origin's and the proxy sees only the ClientHello's
+SNI go by.  Bytes the client sent right after its CONNECT head (some clients do not
+wait for the 200) were already read into the request reader: ``take_buffered()``
+hands them over and they are sent first.
+
+Every destination passes ``proxy.policy`` first (ports, resolution, rules; 403 with
+the rule that matched), and the proxy connects to exactly the addresses the policy
+checked, from ``source_address`` when one is configured.  Two more refusals live
+here: a plain ``GET /path`` (origin-form: this is not a web server) and an
+``http://`` URI pointing back at this proxy's own listener, which would make it
+connect to itself until its connection slots ran out (a forwarding loop).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from proxy import http1
+from proxy.balancer import Backend
+from proxy.config import BackendConfig
+from proxy.errors import (BadGateway, BadRequest, Forbidden, GatewayTimeout, NotImplementedByProxy, ProxyError,
+                          UpstreamError)
+from proxy.modes.terminate import ClientGone, Exchange, HTTPConnectionHandler
+from proxy.policy import Destination, normalize_address
+from proxy.relay import relay
+
+ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"  # RFC 9110 §9.3.6: no framing fields
+
+
+def handle(server, conn) -> None:
+    """Serve forward-proxy requests on a plain-TCP client connection."""
+    ForwardHandler(server, conn).run()
+
+
+def split_host_port(authority: str, default_port: int | None = None) -> tuple[str, int]:
+    """``'[::1]:8443'`` -> ('::1', 8443); ``'example.test'`` -> ('example.test', default_port)."""
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    if not port_text and default_port is not None:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
+        raise BadRequest(f"invalid host:port {authority[:80]!r}")
+    return host, int(port_text)
+
+
+class ForwardHandler(HTTPConnectionHandler):
+    """The request loop of terminate mode, with absolute-form, CONNECT and the policy."""
+
+    def __init__(self, server, conn):
+        super().__init__(server, conn, proto="http", allow_absolute_form=True, allow_connect=True)
+        self.policy = server.config.forward_policy
+
+    def serve(self, request: http1.Request) -> bool:
+        if request.method == "CONNECT":
+            return self.tunnel(request)
+        return super().serve(request)
+
+    def new_exchange(self, request: http1.Request) -> Exchange:
+        return ForwardExchange(self, request)
+
+    # ------------------------------------------------------------------ the policy
+    def authorize(self, host: str, port: int, *, connect: bool, close: bool = True) -> Destination:
+        destination = self.policy.authorize(self.conn.address[0], host, port, connect=connect, close=close)
+        for address in destination.addresses:
+            if self.is_own_listener(address, port):
+                raise Forbidden(f"{host}:{port} is this proxy itself (a forwarding loop)", close=close)
+        return destination
+
+    def is_own_listener(self, address: str, port: int) -> bool:
+        target = normalize_address(address)
+        for host, listen_port in self.server.addresses:
+            listen = normalize_address(host)
+            if listen_port == port and (listen.is_unspecified or listen == target):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ CONNECT
+    def tunnel(self, request: http1.Request) -> bool:
+        """Answer a CONNECT: check, connect, 200, relay.  The connection ends with the tunnel."""
+        started = time.perf_counter()
+        try:
+            host, port = split_host_port(request.target)
+            destination = self.authorize(host, port, connect=True)
+            upstream = self.open_tunnel(destination)
+        except ProxyError as error:
+            self.send_error(error)
+            self.log_tunnel(request, error.status, started, note=f"error={str(error)!r}")
+            return False
+        peer = upstream.getpeername()[0]
+        try:
+            self.reader.next_event()  # EndOfMessage: the reader is now in its TUNNEL state
+            early = self.reader.take_buffered()
+            self.client_send(ESTABLISHED)
+            self.conn.state = "busy"
+            result = relay(self.sock, upstream, idle_timeout=self.timeouts.tunnel_idle, first_to_origin=early)
+        except ClientGone:
+            self.log_tunnel(request, 200, started, backend=peer, note="error='client-gone'")
+            return False
+        finally:
+            upstream.close()
+        self.bytes_in += result.client_to_origin
+        self.bytes_out += result.origin_to_client
+        self.log_tunnel(request, 200, started, backend=f"{peer}:{port}",
+                        note=f"up={result.client_to_origin} down={result.origin_to_client} ended={result.ended!r}")
+        return False
+
+    def open_tunnel(self, destination: Destination) -> socket.socket:
+        """Connect to the first checked address that answers (and to nothing else)."""
+        source = self.policy.source_address
+        failure: UpstreamError | None = None
+        for address in destination.addresses:
+            try:
+                sock = socket.create_connection((address, destination.port), timeout=self.timeouts.backend_connect,
+                                                source_address=(source, 0) if source else None)
+            except TimeoutError:
+                failure = GatewayTimeout(f"{address} port {destination.port} did not accept a connection "
+                                         f"in {self.timeouts.backend_connect:g}s")
+                continue
+            except OSError as error:
+                failure = BadGateway(f"cannot connect to {address} port {destination.port}: "
+                                     f"{error.strerror or error}")
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        raise failure
+
+    def log_tunnel(self, request: http1.Request, status: int, started: float, *, backend: str = "-",
+                   note: str = "") -> None:
+        stats = self.server.stats
+        with stats.lock:
+            stats.requests_total += 1
+            stats.statuses[status] += 1
+            stats.bytes_in += self.bytes_in
+            stats.bytes_out += self.bytes_out
+        self.bytes_in = self.bytes_out = 0
+        seconds = time.perf_counter() - started
+        self.server.access_log.write(f'{self.conn.client} "CONNECT {request.target} {request.version}" {status} '
+                                     f"backend={backend} time={seconds * 1000:.1f}ms {note}".rstrip())
+
+
+class _Direct:
+    """The "balancer" of a forward request: one destination, no health bookkeeping."""
+
+    def release(self, backend: Backend) -> None:
+        pass
+
+    def report_success(self, backend: Backend) -> None:
+        pass
+
+    def report_failure(self, backend: Backend, reason: str) -> None:
+        pass
+
+
+DIRECT = _Direct()
+
+
+class ForwardExchange(Exchange):
+    """An absolute-form request: the destination comes from the URI, not from a route."""
+
+    handler: ForwardHandler
+
+    def choose_backend(self):
+        request = self.request
+        close = not self.request_done
+        if request.target[:1] == "/" or request.target == "*":
+            raise BadRequest("this is a forward proxy: ask for an absolute URI (GET http://host/path) "
+                             "or CONNECT host:port", close=close)
+        scheme, authority, _ = http1.split_absolute_form(request.target)
+        if scheme != "http":
+            raise NotImplementedByProxy("the forward proxy fetches http:// URIs; for https:// use CONNECT",
+                                        close=close)
+        host, port = split_host_port(authority, default_port=80)
+        destination = self.handler.authorize(host, port, connect=False, close=close)
+        self.pool_name = "forward"
+        # One Backend per checked address; the pool keeps connections per address.
+        self.candidates = [Backend(BackendConfig(f"http://{_bracket(a)}:{port}", "http", a, port))
+                           for a in destination.addresses]
+        return DIRECT, self.candidates[0]
+
+    def connect(self, balancer, backend, *, fresh: bool):
+        failure: UpstreamError | None = None
+        for candidate in self.candidates:
+            try:
+                conn = self.server.backend_pool.acquire(candidate, fresh=fresh,
+                                                        source_address=self.handler.policy.source_address)
+            except UpstreamError as error:
+                failure = error
+                continue
+            self.backend = candidate
+            return conn
+        raise failure
+
+    def sni_for_backend(self) -> str | None:
+        return None  # http:// destinations only: no TLS to the origin
+
+
+def _bracket(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
