@@ -103,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--solution", action="store_true", help="check the reference solution instead")
     which.add_argument("--file", help="check this file instead of lab/exN_*/student.py")
+    parser.add_argument("--show-output", action="store_true", help="also print what your code printed")
     args = parser.parse_args(argv)
     report = run(args.exercise, args.file, solution=args.solution)
+    if args.show_output and report.output:
+        print("what your code printed while it was checked:")
+        print("".join(f"  | {line}\n" for line in report.output.splitlines()))
     ascii_only = not _can_print("✓✗—")
     for line in report.lines(ascii_only=ascii_only):
         print(line if not ascii_only else line.replace("—", "-"))

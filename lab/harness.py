@@ -35,6 +35,7 @@ from pathlib import Path
 
 from proxy import http1
 from proxy.drive import next_event
+from proxy.errors import BadGateway, render_error
 from proxy.http1.framing import request_framing
 from proxy.tls.clienthello import NEED_DATA as HELLO_NEED_DATA, ClientHelloReader
 from proxy.tls.contexts import CertKey, client_context, server_context
@@ -59,21 +60,29 @@ class TinyForwarder:
         self.origin = origin
         self.errors: list[BaseException] = []
         self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener.settimeout(0.05)  # how often the accept loop looks at `stopping`
         self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._accept_loop, name="tiny-forwarder", daemon=True)
         self.thread.start()
 
     def _accept_loop(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             try:
                 client, address = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
-                return  # stop() closed the listener
+                return
+            client.settimeout(TIMEOUT)
             with client:
+                self.responding = False
                 try:
                     self._forward(client, address[0])
-                except BaseException as error:  # kept for the caller; the client sees a closed connection
+                except BaseException as error:  # kept for the caller; the client gets a 502
                     self.errors.append(error)
+                    if not self.responding:
+                        self._answer_502(client, error)
 
     def _forward(self, client: socket.socket, client_ip: str) -> None:
         reader = http1.RequestReader()
@@ -99,14 +108,14 @@ class TinyForwarder:
                 # framing "none": the head promised no body, so the origin gets none
             self._relay_response(origin, client, request, upstream.method)
 
-    @staticmethod
-    def _relay_response(origin: socket.socket, client: socket.socket, request: http1.Request, method: str) -> None:
+    def _relay_response(self, origin: socket.socket, client: socket.socket, request: http1.Request, method: str) -> None:
         reader = http1.ResponseReader()
         reader.expect_response_to(method)
         response = next_event(reader, origin, http1.NEED_DATA, timeout=TIMEOUT)
         out, mode = http1.prepare_downstream_response(response, client_version=request.version,
                                                       request_method=request.method)
         out.headers.set("Connection", "close")  # one request per connection
+        self.responding = True
         client.sendall(http1.serialize_response_head(out))
         while not isinstance(event := next_event(reader, origin, http1.NEED_DATA, timeout=TIMEOUT),
                              http1.EndOfMessage):
@@ -114,9 +123,22 @@ class TinyForwarder:
         if mode == "chunked":
             client.sendall(http1.encode_last_chunk())
 
+    @staticmethod
+    def _answer_502(client: socket.socket, error: BaseException) -> None:
+        try:
+            client.sendall(render_error(BadGateway(f"the forwarder failed: {type(error).__name__}: {error}")))
+        except OSError:
+            pass
+
+    def raise_first_error(self) -> None:
+        """Re-raise the first error a forwarded request met (the real cause behind a 502)."""
+        if self.errors:
+            raise self.errors[0]
+
     def stop(self) -> None:
-        self.listener.close()
+        self.stopping.set()
         self.thread.join(TIMEOUT)
+        self.listener.close()
 
     def __enter__(self) -> TinyForwarder:
         return self

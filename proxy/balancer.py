@@ -16,8 +16,10 @@ A pool is a list of ``Backend`` objects, each with its health and load.  A
     total.  Weights 5:1:1 give ``a a b a c a a`` rather than ``a a a a a b c``.
 
 Health is tracked two ways.  *Passive*: a request that cannot connect (refused,
-reset, timeout) counts a failure; after ``max_fails`` of them the backend is out for
-``fail_timeout`` seconds, then tried again (nginx's ``max_fails``/``fail_timeout``).
+reset, timeout), or whose new connection is reset or times out before the response,
+counts a failure (nginx's default ``proxy_next_upstream error timeout``); after
+``max_fails`` of them the backend is out for ``fail_timeout`` seconds, then tried
+again (nginx's ``max_fails``/``fail_timeout``), or sooner if active checks pass.
 *Active* checks (``proxy.health``) probe a path on an interval and flip the same
 state after ``fall`` failures / ``rise`` successes (HAProxy's ``check rise fall``).
 

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "origin": ("proxy.origin", "run a demo origin server that says who it is"),
     "certs": ("proxy.pki", "write a development CA and leaf certificates"),
     "export": ("proxy.nginx", "write the nginx configuration equivalent to a TOML config"),
+    "capture": ("proxy.capture.run", "capture both legs of a setup, decrypt them three ways, draw the ladder"),
+    "bench": ("proxy.bench.runner", "measure the six setups and nginx: CPU per request, throughput, latency"),
 }
 
 EPILOG = """\

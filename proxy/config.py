@@ -28,6 +28,10 @@ The file, in brief (the README documents every key; ``lab/configs/`` has example
 
 A pool whose backends are ``https://`` URLs is reached over TLS: that is the
 re-encrypt setup (end-to-end TLS with two sessions).
+
+A ``mode = "forward"`` listener needs no pools: its ``[forward]`` section (rules,
+``connect_ports``, ``http_ports``, ``source_address``, ``hosts``) is parsed by
+``proxy.policy.ForwardPolicy.from_table``; ``lab/configs/forward.toml`` shows it all.
 """
 
 from __future__ import annotations
@@ -140,6 +144,8 @@ class Timeouts:
     # (nginx's `keepalive_timeout` on the origin side is 75s; expiring earlier avoids
     #  reusing a connection the origin has just closed)
     shutdown_grace: float = 10.0  # in-flight requests get this long after SIGTERM
+    worker_idle: float = 30.0  # a spare connection thread exits after this long unused (a burst
+    # of clients must not leave its threads behind; Apache's MaxSpareThreads does the same)
     tunnel_idle: float = 600.0  # passthrough / CONNECT: no byte either way for this long ends it
     # (nginx stream `proxy_timeout 10m`; HAProxy `timeout tunnel`)
 
@@ -228,7 +234,10 @@ def _dataclass_from(cls: type, table: dict[str, Any], where: str, **overrides: A
         if getattr(defaults, key) is not None and not isinstance(value, expected):
             raise ConfigError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
         values[key] = value
-    return replace(defaults, **values)
+    try:
+        return replace(defaults, **values)
+    except ValueError as error:  # a dataclass's own check, e.g. http1.Limits: "must be positive"
+        raise ConfigError(f"{where}: {error}") from None
 
 
 # --------------------------------------------------------------------------- loading
@@ -347,6 +356,11 @@ def from_flags(
 def validate(config: Config) -> Config:
     if not config.listeners:
         raise ConfigError("no listener: give --listen HOST:PORT or a [[listeners]] table")
+    for section, table in (("timeouts", config.timeouts), ("limits", config.limits)):
+        for f in fields(table):  # zero or negative would crash later, in every connection
+            value = getattr(table, f.name)
+            if isinstance(value, (int, float)) and not value > 0:
+                raise ConfigError(f"[{section}] {f.name} must be positive, got {value!r}")
     pool_names = [p.name for p in config.pools]
     for name in pool_names:
         if pool_names.count(name) > 1:

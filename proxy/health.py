@@ -10,7 +10,9 @@ seconds one thread sends ``GET <path>`` to each backend of each pool that has a
 
 Flapping is damped the way HAProxy's ``check rise 2 fall 3`` does it: a backend
 goes *down* after ``fall`` consecutive failures and comes back *up* after ``rise``
-consecutive successes.  Coming back also clears any passive ejection.
+consecutive successes.  Coming back also clears any passive ejection, and a
+backend ejected passively (``proxy.balancer``) comes back the same way: after
+``rise`` successful checks counted from the ejection, not after ``fail_timeout``.
 """
 
 from __future__ import annotations

@@ -31,9 +31,11 @@ Endpoints (any method; ``N`` takes k/m/g suffixes in powers of 1024)::
     /region        what the region lock thinks of you
     anything else  the JSON description
 
-Two options serve particular lessons.  ``allow_networks`` is a region lock: clients
+Three options serve particular lessons.  ``allow_networks`` is a region lock: clients
 from other addresses get 403, so content is reachable only through a forward proxy
-placed inside the allowed network.  ``record_raw`` keeps the exact bytes of each
+placed inside the allowed network.  ``latency`` makes every answer wait that many
+seconds first: a slow server (an old machine, a cold cache) among fast ones, which is
+what the least-connections strategy is for.  ``record_raw`` keeps the exact bytes of each
 request head (and the start of its body), so a test can prove what a request
 smuggling attempt did or did not deliver to the origin.
 
@@ -187,6 +189,7 @@ class OriginHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 1024  # listen() backlog: load tests open connections in bursts
+    latency = 0.0  # seconds every answer waits before it starts (Origin(latency=...))
 
     def __init__(self, address, *, name, family, ssl_context, allow_networks, tally,
                  record_raw, verbose):
@@ -360,6 +363,8 @@ class OriginHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send_json(error.status, {"error": str(error)})
             return
+        if self.server.latency:  # a slow server: think first (stop() wakes sleepers)
+            self.server.stopping.wait(self.server.latency)
         # The region lock covers every path, /health included: the origin cannot tell
         # a health checker from a visitor.
         peer = _peer_address(self.client_address[0])
@@ -603,7 +608,7 @@ class Origin:
 
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, *, cert=None,
                  key=None, client_ca=None, allow_networks: Iterable[str] = (),
-                 record_raw: bool = False, verbose: bool = False):
+                 record_raw: bool = False, verbose: bool = False, latency: float = 0.0):
         if bool(cert) != bool(key):
             raise ConfigError("an origin with TLS needs both a certificate and a key")
         if client_ca and not cert:
@@ -615,6 +620,9 @@ class Origin:
         self.name, self.host, self.port = name, host, port
         self.cert, self.key, self.client_ca = cert, key, client_ca
         self.record_raw, self.verbose = record_raw, verbose
+        if not 0 <= latency <= MAX_DELAY:  # also refuses nan
+            raise ConfigError(f"latency must be 0-{MAX_DELAY:g} seconds, not {latency!r}")
+        self.latency = latency
         self._tally = _Tally()
         self._server: OriginHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -637,6 +645,7 @@ class Origin:
                 (self.host, self.port), name=self.name, family=family, ssl_context=context,
                 allow_networks=self.allow_networks, tally=self._tally,
                 record_raw=self.record_raw, verbose=self.verbose)
+            self._server.latency = self.latency
         except OSError as error:
             reason = ("address already in use" if error.errno == errno.EADDRINUSE
                       else error.strerror or str(error))

@@ -50,6 +50,7 @@ class BackendConnection:
     idle_since: float = field(default_factory=time.monotonic)
     tls_version: str | None = None
     tls_resumed: bool = False
+    server_name: str | None = None  # the SNI it was opened with, when the caller chose one
 
     def close(self) -> None:
         try:
@@ -81,7 +82,7 @@ class ConnectionPool:
                 source_address: str | None = None) -> BackendConnection:
         """An idle, healthy connection to ``backend``, or a new one (from ``source_address``)."""
         if not fresh:
-            while (conn := self._pop_idle(backend)) is not None:
+            while (conn := self._pop_idle(backend, server_name)) is not None:
                 if self._still_good(conn):
                     conn.reused = True
                     self.reused += 1
@@ -95,15 +96,15 @@ class ConnectionPool:
             return
         conn.idle_since = time.monotonic()
         with self.lock:
-            queue = self.idle.setdefault(conn.backend.key, deque())
+            queue = self.idle.setdefault(_slot(conn.backend, conn.server_name), deque())
             if len(queue) < self.max_idle:
                 queue.append(conn)
                 return
         conn.close()
 
-    def _pop_idle(self, backend: Backend) -> BackendConnection | None:
+    def _pop_idle(self, backend: Backend, server_name: str | None = None) -> BackendConnection | None:
         with self.lock:
-            queue = self.idle.get(backend.key)
+            queue = self.idle.get(_slot(backend, server_name))
             return queue.pop() if queue else None  # LIFO: the warmest connection first
 
     def _still_good(self, conn: BackendConnection) -> bool:
@@ -141,7 +142,7 @@ class ConnectionPool:
             raise BadGateway(f"cannot connect to backend {backend.name}: {error.strerror or error}") from None
         # Small requests and responses must not wait for Nagle's algorithm (FACTS: ~40 ms stalls).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = BackendConnection(backend, sock, ResponseReader(self.http_limits))
+        conn = BackendConnection(backend, sock, ResponseReader(self.http_limits), server_name=server_name)
         if backend.tls:
             conn.sock = self._start_tls(backend, sock, server_name)
             conn.tls_version = conn.sock.version()
@@ -152,7 +153,7 @@ class ConnectionPool:
     def _start_tls(self, backend: Backend, sock: socket.socket, server_name: str | None) -> ssl.SSLSocket:
         context = self.tls_contexts[backend.key]
         sni = server_name or self.tls_server_names.get(backend.key) or backend.host
-        session = self.sessions.get(backend.key)
+        session = self.sessions.get(_slot(backend, server_name))
         try:
             tls = context.wrap_socket(sock, server_hostname=sni, session=session)
         except ssl.SSLCertVerificationError as error:
@@ -170,4 +171,11 @@ class ConnectionPool:
         if isinstance(conn.sock, ssl.SSLSocket):
             session = conn.sock.session
             if session is not None and session.has_ticket:
-                self.sessions[conn.backend.key] = session
+                self.sessions[_slot(conn.backend, conn.server_name)] = session
+
+
+def _slot(backend: Backend, server_name: str | None) -> str:
+    """Where idle connections and sessions are kept.  With ``sni_from_host`` each name gets
+    its own: a TLS connection opened for one name (its SNI, the certificate checked for it)
+    must never carry a request for another (RFC 9110 §7.4, 421 Misdirected Request)."""
+    return backend.key if server_name is None else f"{backend.key}#sni={server_name}"

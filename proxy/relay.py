@@ -52,6 +52,9 @@ from dataclasses import dataclass
 BUFFER_SIZE = 64 * 1024
 
 
+_HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
 class PipeState(enum.Enum):
     OPEN = "copying"  # the source may send more
     CLOSED = "source sent EOF; passed on as shutdown(SHUT_WR) to the sink"
@@ -168,23 +171,37 @@ def relay(client: socket.socket, origin: socket.socket, *, idle_timeout: float,
                 waiting = next((p for p in pipes if p.pending), None)
                 ended = f"stalled: {waiting.sink_name} stopped reading" if waiting else "idle"
                 break
-            if not poller.poll(remaining * 1000):
+            ready = poller.poll(remaining * 1000)
+            if not ready:
                 continue
             moved = False
             for pipe in pipes:
                 moved = pipe.step() or moved
             if moved:
                 idle_deadline = time.monotonic() + idle_timeout
+            elif hung_up := [fd for fd, events in ready if events & _HANGUP]:
+                # Nothing to read or write, and a socket we still owe bytes to is shut in
+                # both directions or reset (a peer gone, or the server's shutdown()).
+                ended = f"{'client' if hung_up[0] == client.fileno() else 'origin'} gone"
+                break
     except _PeerError as error:
         ended = str(error)
     return RelayResult(up.delivered, down.delivered, ended, time.monotonic() - started)
 
 
 def _update_interest(poller: select.poll, registered: dict[int, int], pipes: tuple[Pipe, ...]) -> None:
-    """Register each socket for what its pipes wait on; a socket nobody waits on is left out
-    (otherwise a closed peer's POLLHUP would wake the loop over and over)."""
+    """Register each socket for what its pipes wait on.
+
+    A socket that a live pipe may still write to is registered even when nothing waits
+    on it (mask 0: poll then reports only POLLHUP/POLLERR), so a peer that vanishes, or
+    the server's ``shutdown()`` cutting the client socket, ends an otherwise idle relay.
+    A socket nobody will read or write again is left out, or its POLLHUP would wake the
+    loop over and over.
+    """
     wanted: dict[int, int] = {}
     for pipe in pipes:
+        if not pipe.done:
+            wanted.setdefault(pipe.sink.fileno(), 0)
         interest = pipe.interest()
         if interest is not None:
             sock, event = interest

@@ -242,7 +242,7 @@ class ProxyServer:
         self.handlers = {m: importlib.import_module(f"proxy.modes.{m}").handle
                          for m in {listener.mode for listener in config.listeners}}
         self.slots = threading.BoundedSemaphore(self.limits.max_connections)
-        self.workers = WorkerPool(self.limits.max_connections)
+        self.workers = WorkerPool(self.limits.max_connections, idle_ttl=self.timeouts.worker_idle)
         self.listen_sockets: list[tuple[socket.socket, cfg.ListenerConfig]] = []
         self.connections: set[ClientConnection] = set()
         self.connections_lock = threading.Lock()
@@ -519,6 +519,9 @@ def configure_cli(parser) -> None:
     parser.add_argument("--backend-cert", metavar="PEM", help="client certificate shown to https backends (mutual TLS)")
     parser.add_argument("--backend-key", metavar="PEM", help="key of --backend-cert")
     parser.add_argument("--backend-sni", metavar="NAME", help="server name sent to https backends")
+    parser.add_argument("--backend-sni-from-host", action="store_true",
+                        help="send the client's Host as the server name to https backends (one pooled "
+                             "connection per name)")
     parser.add_argument("--access-log", metavar="FILE", default="-", help="access log file, '-' for stderr (default)")
     parser.add_argument("--keylog", metavar="FILE",
                         help="write TLS secrets of the client leg (NSS key log, for Wireshark). LAB ONLY")
@@ -575,7 +578,7 @@ def config_from_args(args) -> cfg.Config:
     if len(args.cert) != len(args.key):
         raise ConfigError("give one --key for every --cert")
     tls = cfg.BackendTLS(ca=args.backend_ca, cert=args.backend_cert, key=args.backend_key,
-                         server_name=args.backend_sni)
+                         server_name=args.backend_sni, sni_from_host=args.backend_sni_from_host)
     return cfg.from_flags(
         listen=args.listen, mode=args.mode, certs=list(zip(args.cert, args.key)), backends=args.backend,
         strategy=args.strategy, backend_tls=tls, access_log=args.access_log,

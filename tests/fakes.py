@@ -21,7 +21,7 @@ runs a *handler*, a plain function of one ``FakeConnection``::
 (refused, and a connect that never completes: a listener whose accept queue is
 full, so the kernel drops the SYN) without leaving loopback.
 
-The client side (``RawTLSClient``) reads responses with h11, an HTTP parser
+The client side (``RawTLSClient``, ``RawTCPClient``) reads responses with h11, an HTTP parser
 independent of the proxy's own, and reports *how* the connection ended: a TLS
 ``close_notify``, an EOF without one (truncation, RFC 9112 §9.8), or a reset.
 Everything is bounded: every socket has a timeout, every thread is joined.
@@ -251,36 +251,23 @@ def client_context(ca: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca))
 
 
-class RawTLSClient:
-    """A TLS client that sends raw bytes and reads responses with h11.
+class RawClient:
+    """A client that sends raw bytes and reads responses with h11 (see ``RawTLSClient``)."""
 
-    ``suppress_ragged_eofs=False``: an EOF without close_notify is reported, not
-    turned into an empty read, so ``end`` can tell a clean close from a cut.
-    """
-
-    def __init__(self, port: int, ca: str, server_name: str = "www.example.test", *, timeout: float = READ_TIMEOUT):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock = client_context(ca).wrap_socket(raw, server_hostname=server_name, suppress_ragged_eofs=False)
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
         self.h11 = h11.Connection(h11.CLIENT)
-        self.end: str | None = None  # None (open), "close_notify", "eof" (no close_notify), "reset", "timeout"
+        # None while open; then "close_notify" (a clean TLS close), "eof" (TLS closed
+        # without close_notify), "fin" (plain TCP close), "reset", "timeout" or a TLS error.
+        self.end: str | None = None
         self.received = b""
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
     def close_write(self) -> None:
-        """Send TLS close_notify (our half-close) without waiting for the peer's.
-
-        ``unwrap()`` on a blocking socket would wait for the peer's close_notify;
-        non-blocking, OpenSSL writes ours and stops at "want read", and reading
-        still works afterwards.
-        """
-        self.sock.setblocking(False)
-        try:
-            self.sock.unwrap()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
-        self.sock.settimeout(READ_TIMEOUT)
+        """Half-close: no more bytes from us, the response may still come."""
+        self.sock.shutdown(socket.SHUT_WR)
 
     def _recv(self) -> bytes:
         if self.end is not None:
@@ -289,6 +276,9 @@ class RawTLSClient:
             data = self.sock.recv(65536)
         except ssl.SSLEOFError:
             self.end = "eof"
+            return b""
+        except ssl.SSLZeroReturnError:  # close_notify, after we had sent ours (close_write)
+            self.end = "close_notify"
             return b""
         except TimeoutError:
             self.end = "timeout"
@@ -300,7 +290,7 @@ class RawTLSClient:
             self.end = f"tls error: {error}"
             return b""
         if not data:
-            self.end = "close_notify"
+            self.end = "close_notify" if isinstance(self.sock, ssl.SSLSocket) else "fin"
         self.received += data
         return data
 
@@ -365,8 +355,40 @@ class RawTLSClient:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-    def __enter__(self) -> "RawTLSClient":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RawTCPClient(RawClient):
+    """Plain TCP (the forward proxy's listener)."""
+
+    def __init__(self, port: int, *, timeout: float = READ_TIMEOUT):
+        super().__init__(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+
+
+class RawTLSClient(RawClient):
+    """TLS, with ``suppress_ragged_eofs=False``: an EOF without close_notify is reported,
+    not turned into an empty read, so ``end`` tells a clean close from a cut."""
+
+    def __init__(self, port: int, ca: str, server_name: str = "www.example.test", *, timeout: float = READ_TIMEOUT,
+                 context: ssl.SSLContext | None = None):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        context = context or client_context(ca)
+        super().__init__(context.wrap_socket(raw, server_hostname=server_name, suppress_ragged_eofs=False))
+
+    def close_write(self) -> None:
+        """Send TLS close_notify (our half-close) without waiting for the peer's.
+
+        ``unwrap()`` on a blocking socket would wait for the peer's close_notify;
+        non-blocking, OpenSSL writes ours and stops at "want read", and reading
+        still works afterwards.
+        """
+        self.sock.setblocking(False)
+        try:
+            self.sock.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        self.sock.settimeout(READ_TIMEOUT)

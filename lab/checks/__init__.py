@@ -36,6 +36,8 @@ once, on first use) and clean-ups that run at the end whatever happened.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import sys
 import tempfile
@@ -101,7 +103,8 @@ class Lab:
         self._tmp: Path | None = None
         self._pki = None
         self._cleanups: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
+        self._made: dict[str, Any] = {}
+        self._lock = threading.RLock()  # once() may make something that needs tmp or pki
 
     @property
     def tmp(self) -> Path:
@@ -120,6 +123,13 @@ class Lab:
             if self._pki is None:
                 self._pki = ensure_demo_certs(tmp / "pki")
             return self._pki
+
+    def once(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()`` the first time ``name`` is asked for in this run; the same value after."""
+        with self._lock:
+            if name not in self._made:
+                self._made[name] = make()
+            return self._made[name]
 
     def defer(self, cleanup: Callable[[], None]) -> None:
         """Run ``cleanup`` when the run ends (last registered, first run)."""
@@ -153,6 +163,7 @@ class Report:
     path: Path
     results: list[Result] = field(default_factory=list)
     load_error: str = ""  # the student's file could not even be imported
+    output: str = ""  # what the student's code printed while it was checked
 
     @property
     def passed(self) -> int:
@@ -170,10 +181,16 @@ class Report:
         for result in self.results:
             check = result.check
             line = f"  {yes if result.passed else no} step {check.step}: {check.name}"
-            if not result.passed:
+            if result.outcome == "todo":  # the TODO's own message says what to write
+                line += f" — {result.detail}"
+            elif not result.passed:
                 line += f" — {result.detail} (hint: {check.hint})"
             out.append(line)
         out.append("")
+        if self.output:
+            count = len(self.output.splitlines())
+            out.append(f"(your code printed {count} line{'s' * (count != 1)} while it was checked; "
+                       "add --show-output to see them)")
         total = len(self.results)
         if self.all_passed:
             out.append(f"All {total} checks pass. Now answer the questions at the end of the README.")
@@ -195,11 +212,16 @@ def run_checks(checklist: Checklist, student: ModuleType, path: Path, *, title: 
     """Run every check of ``checklist`` against the loaded ``student`` module."""
     report = Report(title or checklist.title, path)
     lab = Lab()
+    printed = io.StringIO()
     try:
-        for check in checklist.checks:
-            report.results.append(_run_one(check, student, lab, path))
+        # What the student's code prints (debugging output, a server's log line) is kept
+        # apart, so the report stays one line per check; `--show-output` shows it.
+        with contextlib.redirect_stdout(printed):
+            for check in checklist.checks:
+                report.results.append(_run_one(check, student, lab, path))
     finally:
         lab.close()
+    report.output = printed.getvalue()
     return report
 
 
@@ -274,9 +296,11 @@ class Background:
     the server's exception reports the real cause (a TODO, a crash and its line).
     """
 
-    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+    def __init__(self, function: Callable[..., Any], *args: Any,
+                 on_error: Callable[[], None] | None = None) -> None:
         self.result: Any = None
         self.error: BaseException | None = None
+        self.on_error = on_error
         self.thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
         self.thread.start()
 
@@ -285,6 +309,10 @@ class Background:
             self.result = function(*args)
         except BaseException as error:
             self.error = error
+            if self.on_error is not None:
+                # e.g. close the listener: clients waiting on a dead server fail at once
+                # (connection refused or reset) instead of after their timeout.
+                self.on_error()
 
     def join(self, timeout: float = 5.0) -> Any:
         self.thread.join(timeout)
@@ -294,7 +322,7 @@ class Background:
             raise Fail(f"the server side did not finish within {timeout:g} s")
         return self.result
 
-    def raise_if_failed(self, timeout: float = 2.0) -> None:
+    def raise_if_failed(self, timeout: float = 0.5) -> None:
         """After a failed client: wait briefly for the server side, re-raise its error."""
         self.thread.join(timeout)
         if self.error is not None:

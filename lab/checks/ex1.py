@@ -119,7 +119,7 @@ GOOD_HEADS = [
     b"GET /old HTTP/1.0",  # HTTP/1.0 did not require Host
     b"GET / HTTP/1.1\r\nhost: lower.example.test\r\nAccept: text/html\r\nAccept: */*",
     b"GET / HTTP/1.1\r\nHost: www.example.test\r\nX-Spaces:   padded value   \r\nX-Empty:",
-    b"GET /caf\xe9 HTTP/1.1\r\nHost: www.example.test\r\nX-Latin1: caf\xe9",  # obs-text
+    b"GET /cafe HTTP/1.1\r\nHost: www.example.test\r\nX-Latin1: caf\xe9",  # obs-text: decode latin-1
 ]
 LINE_ENDING_HEADS = [
     b"GET / HTTP/1.1\nHost: www.example.test",  # bare LF ends the request-line

@@ -59,9 +59,9 @@ def parse_request_head(head: bytes) -> Request:
     """A whole head (as split_head returns it) -> a proxy.http1.Request."""
     text = head.decode("latin-1")
     lines = text.split("\r\n")
-    if "\r" in text.replace("\r\n", "") or "\n" in text.replace("\r\n", ""):
+    if text.count("\r") != len(lines) - 1 or text.count("\n") != len(lines) - 1:
         raise ProtocolError("bare CR or LF: lines must end in CRLF (RFC 9112 §2.2)")
-    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in text.replace("\r\n", "")):
+    if any((c < " " and c not in "\t\r\n") or c == "\x7f" for c in text):
         raise ProtocolError("control character in the head (RFC 9110 §5.5)")
     method, target, version = parse_request_line(lines[0])
     headers = Headers(parse_field_line(line) for line in lines[1:])
@@ -87,9 +87,19 @@ def read_request(sock: socket.socket) -> tuple[Request, bytes]:
 
 
 def demo() -> None:
-    head, rest = split_head(b"GET /hello?x=1 HTTP/1.1\r\nHost: www.example.test\r\nAccept: */*\r\n\r\nbody")
+    """What running this file shows; extend it as you go."""
+    data = b"GET /hello?x=1 HTTP/1.1\r\nHost: www.example.test\r\nAccept: */*\r\n\r\nbody"
+    print("step 1:", split_head(data))
+    print("step 2:", parse_request_line("GET /hello?x=1 HTTP/1.1"))
+    print("step 3:", parse_field_line("Accept:   */*  "))
+    head, rest = split_head(data)
     request = parse_request_head(head)
-    print(request.method, request.target, request.version, list(request.headers), rest)
+    print("step 4:", request.method, request.target, request.version, list(request.headers))
+    client, server = socket.socketpair()
+    with client, server:
+        client.sendall(data[:10])
+        client.sendall(data[10:])
+        print("step 5:", read_request(server))
 
 
 if __name__ == "__main__":

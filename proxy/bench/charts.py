@@ -34,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import matplotlib  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -231,6 +232,8 @@ def vs_nginx(document: dict, out: Path) -> list[Path]:
         ax.set_yticks(list(y), labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ratio (CPU: proxy / nginx, lower is better; throughput: higher is better); | = target")
     else:
         _no_data(ax, "proxy vs nginx (run with nginx installed)")

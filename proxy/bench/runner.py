@@ -277,8 +277,29 @@ def profile_proxy(options: Options, pki, workdir: Path, workload_name: str = "ke
         rows.append({"function": f"{Path(filename).name}:{line}({name})", "calls": calls,
                      "tottime_s": round(tottime, 4), "cumtime_s": round(cumtime, 4)})
     total = sum(v[2] for v in stats.stats.values())
+    by_file: dict[str, float] = {}
+    for (filename, _line, name), value in stats.stats.items():
+        where = _profile_group(filename, name)
+        by_file[where] = by_file.get(where, 0.0) + value[2]
+    groups = [{"where": k, "tottime_s": round(v, 4), "share": round(v / total, 3) if total else None}
+              for k, v in sorted(by_file.items(), key=lambda item: item[1], reverse=True)[:top]]
     return {"workload": workload_name, "requests": measured["requests"], "pstats": str(stats_path),
-            "total_tottime_s": round(total, 3), "top": rows}
+            "total_tottime_s": round(total, 3), "top": rows, "by_module": groups}
+
+
+def _profile_group(filename: str, name: str) -> str:
+    """A profile entry's module: ``proxy/http1/head.py``, ``socket``, ``ssl`` (C calls by their object)."""
+    if filename == "~":  # a C function: name it by its object ("<method 'read' of '_ssl._SSLSocket' objects>")
+        for marker, group in (("_ssl.", "C: _ssl (OpenSSL I/O)"), ("_socket.", "C: _socket (syscalls)"),
+                              ("select", "C: select"), ("_thread.", "C: locks")):
+            if marker in name:
+                return group
+        return "C: other built-ins"
+    path = Path(filename)
+    parts = path.parts
+    if "proxy" in parts:
+        return "/".join(parts[parts.index("proxy"):])
+    return f"stdlib: {path.name}"
 
 
 # --------------------------------------------------------------------------- printing
@@ -325,7 +346,7 @@ def _value(row: dict, key: str) -> str:
 
 def format_vs_nginx(document: dict) -> str:
     lines = ["\ntlsproxy vs nginx (1 worker), same run, same machine; CPU of the proxy process per request",
-             f"  {'workload':<26}{'figure':<17}{'tlsproxy':>14}{'reference':>16}{'ratio':>9}{'target':>10}  met"]
+             f"  {'workload':<26}{'figure':<17}{'tlsproxy':>14}{'nginx (or floor)':>22}{'ratio':>9}{'target':>11}  met"]
     for row in document.get("vs_nginx") or []:
         if row["figure"] == "rss_per_connection":
             ratio = "-"
@@ -333,13 +354,13 @@ def format_vs_nginx(document: dict) -> str:
             ratio = _fmt(row["value"], ".2f") + ("x" if row["value"] is not None else "")
         reference = _value(row, "reference")
         if row["figure"] == "floor_fraction":
-            reference += " (AES)"
+            reference += " (openssl)"
         target = f"{row['comparison']} {row['target']:g}" if row["target"] is not None else ""
         if row["figure"] == "rss_per_connection" and row["target"] is not None:
             target = f"<= {row['target'] / 1000:g} kB"
         met = {True: "yes", False: "NO", None: "-" if row["target"] is not None else ""}[row["met"]]
-        lines.append(f"  {row['workload']:<26}{row['figure']:<17}{_value(row, 'proxy'):>14}{reference:>16}"
-                     f"{ratio:>9}{target:>10}  {met}")
+        lines.append(f"  {row['workload']:<26}{row['figure']:<17}{_value(row, 'proxy'):>14}{reference:>22}"
+                     f"{ratio:>9}{target:>11}  {met}")
     floor = document.get("crypto_floor") or {}
     per_second, per_op = floor.get("per_second") or {}, floor.get("per_operation") or {}
     if per_second:
@@ -362,6 +383,9 @@ def format_profile(profile: dict) -> str:
              f"  {'own s':>8}{'cum s':>9}{'calls':>10}  function"]
     for row in profile["top"]:
         lines.append(f"  {row['tottime_s']:>8.3f}{row['cumtime_s']:>9.3f}{row['calls']:>10}  {row['function']}")
+    lines.append("  own time by module:")
+    for group in profile.get("by_module", []):
+        lines.append(f"  {group['tottime_s']:>8.3f}{group['share'] * 100:>8.1f}%  {group['where']}")
     return "\n".join(lines)
 
 

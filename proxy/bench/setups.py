@@ -241,7 +241,10 @@ class SetupLauncher:
             return proxy_child(f"{tag}-proxy", self.logdir,
                                ["--mode", "passthrough", "--backend", f"https://{address}"], profile)
         if setup == "forward":
-            return proxy_child(f"{tag}-proxy", self.logdir, ["--mode", "forward"], profile)
+            # The policy's defaults allow loopback destinations, but CONNECT only to ports
+            # 443 and 8443 (Squid's SSL_ports): allow the origin's port as well.
+            return proxy_child(f"{tag}-proxy", self.logdir,
+                               ["--mode", "forward", "--connect-port", str(origin.port)], profile)
         if setup == NGINX:
             from proxy.nginx import terminate_conf
 

@@ -27,7 +27,7 @@ names its arrows from ``records``; the "who sees what" table searches ``readable
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from proxy.capture import tls12
@@ -57,6 +57,8 @@ class RecordView:
     names: tuple[str, ...]         # what it holds, e.g. ("ServerHello",) or ("Application Data",)
     protected: bool = False        # encrypted on the wire
     opened: bool = False           # ... and decrypted here with a key log
+    detail: str = ""               # an opened record's HTTP start line, e.g. "POST /path HTTP/1.1"
+    keys: str = ""                 # which keys protect it: "handshake" (TLS 1.3), "application", "" (none)
 
 
 @dataclass
@@ -77,6 +79,10 @@ class Dissection:
     def plaintext(self, sender: str) -> bytes | None:
         """What ``sender`` sent as application data (HTTP), or None if it stayed encrypted."""
         return self._plaintext.get(sender)
+
+    def opened(self, sender: str) -> bytes:
+        """The content of every record the keys opened (handshake messages and data)."""
+        return self._opened.get(sender, b"")
 
     def readable(self, sender: str) -> bytes:
         """The wire bytes plus every opened record's content: what a key holder can read."""
@@ -129,8 +135,7 @@ def dissect(connection: TCPConnection, key_log: KeyLog | None = None, *,
         opened = {"client": _sealed_views(tls_client, protocol), "server": _sealed_views(tls_server, protocol)}
     for sender, prefix in (("client", client_prefix), ("server", server_prefix)):
         views, plaintext, contents = opened[sender]
-        result.records[sender] += [RecordView(v.offset + prefix, v.length, v.names, v.protected, v.opened)
-                                   for v in views]
+        result.records[sender] += [replace(v, offset=v.offset + prefix) for v in views]
         if result.decrypted:
             result._plaintext[sender] = plaintext
             result._opened[sender] = contents
@@ -165,6 +170,12 @@ def _names(content_type: int, content: bytes, message_types: list[int]) -> tuple
     return (f"content type {content_type}",)
 
 
+def _detail(content_type: int, content: bytes) -> str:
+    """The HTTP start line an opened application-data record begins with, if any."""
+    match = HTTP_START.match(content) if content_type == ContentType.APPLICATION_DATA else None
+    return match.group().decode("latin-1").strip() if match else ""
+
+
 def _message_types(reassembler: HandshakeReassembler, record) -> list[int]:
     """Types of the handshake messages a plaintext handshake record completes."""
     if record.content_type != ContentType.HANDSHAKE:
@@ -189,7 +200,8 @@ def _sealed_views(data: bytes, protocol: str) -> tuple[list[RecordView], bytes, 
         else:
             names = ("Application Data",)
         after_ccs = after_ccs or record.content_type == ContentType.CHANGE_CIPHER_SPEC
-        views.append(RecordView(offset, 5 + len(record.fragment), names, protected))
+        views.append(RecordView(offset, 5 + len(record.fragment), names, protected,
+                                keys="application" if protected else ""))
         offset += 5 + len(record.fragment)
     return views, b"", b""
 
@@ -204,7 +216,9 @@ def _open_tls13(client: bytes, server: bytes, key_log: KeyLog) -> dict:
             protected = item.keys != "plaintext"
             types = list(item.handshake_messages) if protected else _message_types(reassembler, item.record)
             views.append(RecordView(offset, len(item.record.to_bytes()),
-                                    _names(item.content_type, item.content, types), protected, protected))
+                                    _names(item.content_type, item.content, types), protected, protected,
+                                    _detail(item.content_type, item.content) if protected else "",
+                                    item.keys.split("+")[0] if protected else ""))
             offset += len(item.record.to_bytes())
             if protected:
                 contents += item.content
@@ -225,7 +239,9 @@ def _open_tls12(client: bytes, server: bytes, key_log: KeyLog | None, server_rsa
                      if record.content_type == ContentType.HANDSHAKE else [])
             size = len(on_wire.to_bytes())
             views.append(RecordView(offset, size, _names(record.content_type, record.content, types),
-                                    record.protected, record.protected))
+                                    record.protected, record.protected,
+                                    _detail(record.content_type, record.content) if record.protected else "",
+                                    "application" if record.protected else ""))
             offset += size
             if record.protected:
                 contents += record.content

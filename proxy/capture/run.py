@@ -32,6 +32,7 @@ import datetime
 import json
 import platform
 import shlex
+import shutil
 import ssl
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: boo
     chosen = SETUPS[setup]
     network = network or Loopback()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out)
     with contextlib.ExitStack() as cleanup:
         if pki is None:
             pki = ensure_demo_certs(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tlslab-pki-")))
@@ -71,6 +72,23 @@ def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: boo
             lab.stop()                     # inside the capture: the closing FINs belong to it
     return _write_bundle(out, chosen, lab, network, report, tls=tls if chosen.client_tls else None,
                          resumed=resumed, command=command)
+
+
+OUTPUTS = ("client-leg.pcap", "backend-leg.pcap", "keys.log", "client.json", "server-cert.pem", "metadata.json",
+           "ladder.png", "ladder.svg", "summary.txt")
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what an earlier run left in ``out`` (only our own file names): key logs are
+    appended to, and a stale backend pcap would be mistaken for this run's."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    for directory in ("keys", "logs"):
+        if (out / directory).is_dir():
+            for path in (out / directory).iterdir():
+                if path.suffix == ".log":
+                    path.unlink()
 
 
 def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, resumed, command) -> CaptureBundle:
@@ -157,11 +175,32 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for pcaps, keys, pictures, summary")
     parser.add_argument("--tls", choices=("1.2", "1.3"), default="1.3", help="the client's TLS version")
     parser.add_argument("--resumed", action="store_true", help="a second connection that resumes the session")
+    parser.add_argument("--no-pictures", action="store_true", help="skip the ladder diagram (PNG, SVG)")
     parser.add_argument("--from-bundle", metavar="DIR", help="analyse an existing capture bundle, capture nothing")
+    parser.add_argument("--lesson", choices=("forward-secrecy",),
+                        help="instead of a setup: a static-RSA and an ECDHE TLS 1.2 session, decrypted with "
+                             "the server's private key alone")
+
+
+def run_lesson(out: Path) -> int:
+    from proxy.capture import secrecy
+
+    reason = capture_available()
+    if reason:
+        print(f"tlsproxy capture: {reason}; analysing the bundled example capture instead.", file=sys.stderr)
+        shutil.copytree(secrecy.example_lesson(), out, dirs_exist_ok=True)
+    else:
+        secrecy.capture_lesson(out)
+    result = secrecy.analyse_lesson(out)
+    (out / "summary.txt").write_text(result.format() + "\n")
+    print(result.format())
+    return 0
 
 
 def run_cli(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.lesson:
+        return run_lesson(out)
     if args.from_bundle:
         bundle = CaptureBundle(args.from_bundle)
         if Path(args.from_bundle).resolve() != out.resolve():
@@ -181,6 +220,6 @@ def run_cli(args: argparse.Namespace) -> int:
                 bundle = capture_setup(args.setup, out, tls=args.tls, resumed=args.resumed, command=command)
             except (RuntimeError, TimeoutError) as error:
                 raise ConfigError(str(error)) from None
-    report = analyse(bundle, out)
+    report = analyse(bundle, out, pictures=not args.no_pictures)
     print(report.summary)
     return 0

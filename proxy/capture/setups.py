@@ -234,14 +234,18 @@ class Lab:
                 argv += ["--backend", f"http://{origin}"]
         elif self.setup.mode == "passthrough":
             argv += ["--backend", f"https://{origin}"]
+        elif self.setup.mode == "forward":       # CONNECT www.example.test:PORT, to the origin only
+            origin_ip, port = self.address("origin"), self.ports["origin"]
+            argv += ["--forward-host", f"{WWW}={origin_ip}", "--connect-port", str(port),
+                     "--allow", f"dst={origin_ip}/32 port={port}"]
         return self._spawn("proxy", argv, "proxy.log", _environment())
 
     def client_argv(self, *, tls: str = "1.3", resumed: bool = False) -> list[str]:
         front = f"{self.address(self.front)}:{self.ports[self.front]}"
         argv = [sys.executable, "-m", "proxy.capture.client", "--connect", front,
                 "--source", self.address("client"), "--server-name", WWW]
-        if self.setup.tunnel:
-            argv += ["--tunnel", f"{self.address('origin')}:{self.ports['origin']}"]
+        if self.setup.tunnel:            # the forward proxy resolves the name (--forward-host)
+            argv += ["--tunnel", f"{WWW}:{self.ports['origin']}"]
         if self.setup.client_tls:
             argv += ["--ca", str(self.pki.ca), "--tls", tls] + (["--resumed"] if resumed else [])
         else:

@@ -129,6 +129,11 @@ class _Reader:
         """The peer closed its sending side: no more bytes will come."""
         self._eof = True
 
+    @property
+    def buffered(self) -> int:
+        """How many bytes were fed and not yet parsed (e.g. part of the next head)."""
+        return len(self._buffer)
+
     def take_buffered(self) -> bytes:
         """Remove and return the bytes fed but not yet parsed (e.g. a tunnel's first bytes)."""
         data = bytes(self._buffer)

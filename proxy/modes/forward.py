@@ -93,7 +93,11 @@ class ForwardHandler(HTTPConnectionHandler):
 
     def is_own_listener(self, address: str, port: int) -> bool:
         target = normalize_address(address)
-        for host, listen_port in self.server.addresses:
+        try:
+            listening = self.server.addresses
+        except OSError:  # shutting down: the listening sockets are closed already
+            return False
+        for host, listen_port in listening:
             listen = normalize_address(host)
             if listen_port == port and (listen.is_unspecified or listen == target):
                 return True
@@ -106,30 +110,29 @@ class ForwardHandler(HTTPConnectionHandler):
         try:
             host, port = split_host_port(request.target)
             destination = self.authorize(host, port, connect=True)
-            upstream = self.open_tunnel(destination)
+            upstream, address = self.open_tunnel(destination)
         except ProxyError as error:
             self.send_error(error)
             self.log_tunnel(request, error.status, started, note=f"error={str(error)!r}")
             return False
-        peer = upstream.getpeername()[0]
+        backend = f"{_bracket(address)}:{port}"
         try:
             self.reader.next_event()  # EndOfMessage: the reader is now in its TUNNEL state
             early = self.reader.take_buffered()
             self.client_send(ESTABLISHED)
-            self.conn.state = "busy"
             result = relay(self.sock, upstream, idle_timeout=self.timeouts.tunnel_idle, first_to_origin=early)
         except ClientGone:
-            self.log_tunnel(request, 200, started, backend=peer, note="error='client-gone'")
+            self.log_tunnel(request, 200, started, backend=backend, note="error='client-gone'")
             return False
         finally:
             upstream.close()
         self.bytes_in += result.client_to_origin
         self.bytes_out += result.origin_to_client
-        self.log_tunnel(request, 200, started, backend=f"{peer}:{port}",
+        self.log_tunnel(request, 200, started, backend=backend,
                         note=f"up={result.client_to_origin} down={result.origin_to_client} ended={result.ended!r}")
         return False
 
-    def open_tunnel(self, destination: Destination) -> socket.socket:
+    def open_tunnel(self, destination: Destination) -> tuple[socket.socket, str]:
         """Connect to the first checked address that answers (and to nothing else)."""
         source = self.policy.source_address
         failure: UpstreamError | None = None
@@ -146,7 +149,7 @@ class ForwardHandler(HTTPConnectionHandler):
                                      f"{error.strerror or error}")
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock
+            return sock, address
         raise failure
 
     def log_tunnel(self, request: http1.Request, status: int, started: float, *, backend: str = "-",
@@ -197,8 +200,9 @@ class ForwardExchange(Exchange):
         host, port = split_host_port(authority, default_port=80)
         destination = self.handler.authorize(host, port, connect=False, close=close)
         self.pool_name = "forward"
-        # One Backend per checked address; the pool keeps connections per address.
-        self.candidates = [Backend(BackendConfig(f"http://{_bracket(a)}:{port}", "http", a, port))
+        # One Backend per checked address; the pool keeps connections per address
+        # (under "forward/...", apart from any reverse-proxy pool's connections).
+        self.candidates = [Backend(BackendConfig(f"http://{_bracket(a)}:{port}", "http", a, port), pool="forward")
                            for a in destination.addresses]
         return DIRECT, self.candidates[0]
 

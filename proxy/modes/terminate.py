@@ -32,12 +32,17 @@ import ssl
 import time
 
 from proxy import http1
-from proxy.drive import Deadline, next_event
+from proxy.drive import Deadline, next_event, recv_some
 from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, NotFound,
                           ProtocolError, ProxyError, RequestTimeout, UpstreamError, render_error)
 from proxy.routing import normalize_host
 
 VIA = "1.1 tlsproxy"
+
+
+def via(version: str) -> str:
+    """RFC 9110 §7.6.3: Via names the protocol version of the message *received*."""
+    return f"{version.removeprefix('HTTP/')} tlsproxy"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 FLUSH_AT = 256 * 1024  # coalesce small pieces into one TLS write up to this size
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -83,33 +88,35 @@ class HTTPConnectionHandler:
                 return
 
     def read_request_head(self) -> http1.Request | None:
-        """The next request head, or None when the client is gone or too slow (answered)."""
-        first = True
-        sent_something = False
+        """The next request head, or None when the client is gone or too slow (answered).
 
-        def on_bytes(n: int) -> None:
-            nonlocal sent_something
-            sent_something = True
-            self.bytes_in += n
-
-        # Wait for the first byte as long as keep-alive allows, then the whole head
-        # must arrive within header_read seconds (slowloris defence).
+        Two clocks, as nginx has them: between requests a kept-alive connection may
+        sit idle for ``idle_keepalive`` seconds; but from the first byte of a head, the
+        whole head must arrive within ``header_read`` seconds.  A per-read timeout
+        alone would let a client send one byte every few seconds for ever (slowloris).
+        """
+        reader = self.reader
+        header_read = self.timeouts.header_read
         deadline = None
+        if self.conn.requests == 0 or reader.buffered:  # a new connection, or a pipelined head
+            deadline = time.monotonic() + header_read
         try:
             while True:
-                timeout = self.timeouts.idle_keepalive if first and self.conn.requests else self.timeouts.header_read
-                if not first or not self.conn.requests:
-                    deadline = deadline or time.monotonic() + self.timeouts.header_read
-                event = next_event(self.reader, self.sock, http1.NEED_DATA, timeout=timeout,
-                                   deadline=deadline, on_bytes=on_bytes)
-                if event is http1.ConnectionClosed:
-                    return None
-                if isinstance(event, http1.Request):
-                    return event
-                first = False  # unreachable for a well-behaved reader; keep looping
+                event = reader.next_event()
+                if event is not http1.NEED_DATA:
+                    break
+                timeout = self.timeouts.idle_keepalive if deadline is None else header_read
+                data = recv_some(self.sock, timeout, deadline)
+                if data:
+                    self.bytes_in += len(data)
+                    if deadline is None:
+                        deadline = time.monotonic() + header_read
+                    reader.feed(data)
+                else:
+                    reader.feed_eof()
         except (TimeoutError, Deadline):
-            if sent_something or self.reader_has_partial():
-                self.send_error(RequestTimeout(f"request head not received within {self.timeouts.header_read:g}s"))
+            if reader.buffered:  # part of a head arrived, too slowly: say so (nginx answers 408 too)
+                self.send_error(RequestTimeout(f"request head not received within {header_read:g}s"))
             return None
         except ProtocolError as error:
             self.send_error(error)
@@ -117,9 +124,11 @@ class HTTPConnectionHandler:
             return None
         except (OSError, ssl.SSLError):
             return None
-
-    def reader_has_partial(self) -> bool:
-        return bool(getattr(self.reader, "has_partial", lambda: False)())
+        if event is http1.ConnectionClosed:
+            return None
+        if event.framing.kind == "none":
+            reader.next_event()  # a request without a body: its EndOfMessage is already here
+        return event
 
     # ------------------------------------------------------------------ one request
     def serve(self, request: http1.Request) -> bool:
@@ -216,7 +225,7 @@ class Exchange:
     def upstream_head(self) -> bytes:
         request = self.request
         upstream = http1.prepare_upstream_request(request, client_ip=self.handler.conn.address[0],
-                                                  proto=self.handler.proto, via=VIA)
+                                                  proto=self.handler.proto, via=via(request.version))
         # The proxy answers "Expect: 100-continue" itself (as nginx does) once it has a
         # backend, so the origin never waits for a 100 it would not know to send.
         upstream.headers.remove("expect")
@@ -323,6 +332,8 @@ class Exchange:
             event = self.backend_event(conn, before_head=True)
             if not isinstance(event, http1.Response):
                 raise InvalidUpstreamResponse(f"backend {self.backend.name} sent {type(event).__name__} before a response")
+            if event.status == 101:  # the proxy strips Upgrade, so a switch was never asked for
+                raise InvalidUpstreamResponse(f"backend {self.backend.name} switched protocols (101) unasked")
             if 100 <= event.status < 200:
                 self.relay_interim(conn, event)
                 continue
@@ -360,7 +371,7 @@ class Exchange:
         handler = self.handler
         request = self.request
         out, body_mode = http1.prepare_downstream_response(response, client_version=request.version,
-                                                           request_method=request.method, via=VIA)
+                                                           request_method=request.method, via=via(response.version))
         client_keep_alive = (http1.client_keep_alive(request) and self.request_done and body_mode != "close"
                              and not self.server.draining
                              and handler.conn.requests < self.server.limits.max_requests_per_connection)

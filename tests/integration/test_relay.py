@@ -138,3 +138,15 @@ def test_plain_sockets_only():
         relay(wrapped, b, idle_timeout=1)
     wrapped.close()
     b.close()
+
+
+def test_cutting_the_client_socket_ends_an_idle_tunnel():
+    """What ProxyServer.shutdown() does after its grace period: shutdown(SHUT_RDWR) on the
+    client's socket.  The relay must end, not wait out its idle timeout."""
+    tunnel = Tunnel(idle_timeout=30)
+    time.sleep(0.1)
+    started = time.monotonic()
+    tunnel.client_end.shutdown(socket.SHUT_RDWR)
+    result = tunnel.finish(timeout=5)
+    assert time.monotonic() - started < 2
+    assert result.ended == "client gone"

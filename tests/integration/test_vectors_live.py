@@ -31,8 +31,8 @@ import pytest
 
 from proxy import config as cfg
 from proxy.errors import ProtocolError
-from proxy.http1 import NEED_DATA, ConnectionClosed, Request, RequestReader
-from tests.fakes import FakeBackend, RawTLSClient
+from proxy.http1 import NEED_DATA, ConnectionClosed, ReaderState, Request, RequestReader
+from tests.fakes import FakeBackend, RawTCPClient, RawTLSClient
 from tests.vectors.request_vectors import REQUEST_VECTORS, RequestVector
 from tests.vectors.response_vectors import RESPONSE_VECTORS, ResponseVector
 
@@ -52,7 +52,7 @@ def offline(vector: RequestVector) -> tuple[list[Request], ProtocolError | None]
             event = reader.next_event()
         except ProtocolError as error:
             return heads, error
-        if event is NEED_DATA or event is ConnectionClosed:
+        if event is NEED_DATA or event is ConnectionClosed or reader.state is ReaderState.TUNNEL:
             return heads, None
         if isinstance(event, Request):
             heads.append(event)
@@ -163,11 +163,34 @@ def test_accepted_request_reaches_the_origin_unambiguous(vector, live, pki):
         assert parse_at_origin(records[0])[1] == vector.body
 
 
-@pytest.mark.parametrize("vector", [v for v in REQUEST_VECTORS if v.mode == "forward"], ids=_ids)
-def test_forward_mode_vectors(vector):
+FORWARD = [v for v in REQUEST_VECTORS if v.mode == "forward"]
+
+
+@pytest.fixture
+def forward_proxy(proxy_factory):
     if not FORWARD_MODE:
-        pytest.skip("proxy/modes/forward.py does not exist yet: forward-mode vectors have no listener to run on")
-    pytest.skip("forward-mode replay: to be wired to the forward listener when it lands")
+        pytest.skip("proxy/modes/forward.py does not exist: no forward listener to replay these on")
+    from proxy.policy import ForwardPolicy, Rule
+
+    # The vectors name example.com: a static hosts entry answers for DNS, and the one
+    # rule denies everything, so an accepted request ends in the policy's 403 and the
+    # proxy connects nowhere.  (403 is the policy's answer, never the parser's.)
+    policy = ForwardPolicy.build(rules=[Rule.parse("deny all")], hosts={"example.com": "127.0.0.1"})
+    return proxy_factory(mode="forward", forward_policy=policy, timeouts=cfg.Timeouts(header_read=3))
+
+
+@pytest.mark.parametrize("vector", FORWARD, ids=_ids)
+def test_forward_mode_vectors(vector, forward_proxy):
+    heads, error = offline(vector)
+    with RawTCPClient(forward_proxy.port) as client:
+        client.send(vector.raw)
+        response = client.read_response(heads[0].method if heads else "GET")
+        if vector.expect == "ok":
+            assert error is None and response.status == 403, (response, client.received[:300])
+            assert b"deny all" in response.body
+            return
+        assert response.status == vector.expect and response.headers.get("connection") == "close", response
+        assert client.read_until_closed(timeout=3) == b"" and client.end in ("fin", "reset")
 
 
 # --------------------------------------------------------------------------- responses

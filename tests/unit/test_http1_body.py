@@ -27,12 +27,13 @@ def decode(decoder, pieces: list[bytes], eof: bool = False) -> tuple[bytes, EndO
         buffer += piece
         last = index == len(pieces) - 1
         while True:
+            available = len(buffer)
             event = decoder.next_event(buffer, eof and last)
             if event is NEED_DATA:
                 break
             if isinstance(event, EndOfMessage):
                 return bytes(body), event, buffer
-            assert isinstance(event, Data) and 0 < len(event.data) <= len(piece) + len(buffer) + len(event.data)
+            assert isinstance(event, Data) and 0 < len(event.data) <= available  # never more than was fed
             body += event.data
     return bytes(body), None, buffer
 

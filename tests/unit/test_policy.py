@@ -81,7 +81,8 @@ def test_first_match_wins_and_names_the_rule():
 
 
 def test_every_criterion_of_a_rule_must_match():
-    policy = ForwardPolicy.build(rules=[Rule.parse("allow src=127.0.0.1 host=*.example.test dst=127.0.0.0/8 port=443")])
+    rule = Rule.parse("allow src=127.0.0.1 host=*.example.test dst=127.0.0.0/8 port=443")
+    policy = ForwardPolicy.build(rules=[rule])
     assert policy.decide("127.0.0.1", "www.example.test", 443, "127.0.0.1").allowed
     assert not policy.decide("127.0.0.2", "www.example.test", 443, "127.0.0.1").allowed  # client
     assert not policy.decide("127.0.0.1", "www.example.org", 443, "127.0.0.1").allowed  # name
@@ -126,7 +127,8 @@ def test_the_resolved_address_is_checked_not_the_name():
     assert str(refused.value) == ("denied by rule 2: deny all (the implicit last rule) "
                                   "(destination 10.0.0.7 port 443 for www.example.test)")
     assert refused.value.status == 403
-    assert policy.authorize("127.0.0.1", "good.example.test", 443, connect=True, resolver=dns).addresses == ("127.0.0.1",)
+    good = policy.authorize("127.0.0.1", "good.example.test", 443, connect=True, resolver=dns)
+    assert good.addresses == ("127.0.0.1",)
 
 
 def test_only_the_checked_addresses_are_returned():
@@ -141,7 +143,8 @@ def test_only_the_checked_addresses_are_returned():
 def test_static_hosts_are_checked_like_dns_answers():
     policy = ForwardPolicy.build(hosts={"WWW.example.test": "127.0.0.1", "evil.example.test": "10.9.9.9"})
     fail = resolver({})
-    assert policy.authorize("127.0.0.1", "www.example.test", 443, connect=True, resolver=fail).addresses == ("127.0.0.1",)
+    www = policy.authorize("127.0.0.1", "www.example.test", 443, connect=True, resolver=fail)
+    assert www.addresses == ("127.0.0.1",)
     with pytest.raises(Forbidden, match="destination 10.9.9.9"):
         policy.authorize("127.0.0.1", "evil.example.test", 443, connect=True, resolver=fail)
 

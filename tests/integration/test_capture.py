@@ -1,0 +1,192 @@
+"""Live capture of every setup, decrypted three ways; the CLI; the fallback without capture.
+
+Each setup runs as real processes (``tlsproxy origin``, ``tlsproxy serve``, the lab
+client) on loopback with fresh ports while scapy captures both legs through libpcap;
+the request is then recovered by scapy, by our key schedule and by tshark, which must
+agree byte for byte with what the client sent.  Needs root (CAP_NET_RAW) and tshark:
+both are there in CI.  The fallback test runs without root.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("scapy")
+
+from proxy.capture import decrypt  # noqa: E402
+from proxy.capture.ladder import ladder_arrows  # noqa: E402
+from proxy.capture.run import capture_setup  # noqa: E402
+from proxy.capture.secrecy import analyse_lesson, capture_lesson  # noqa: E402
+from proxy.capture.setups import SETUPS, Namespaces  # noqa: E402
+from proxy.capture.sniff import NO_CAPTURE_VARIABLE, Capture, capture_available  # noqa: E402
+from proxy.capture.whosees import ITEMS, who_sees_what  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+from tests.tools import require_root, require_tool  # noqa: E402
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def live():
+    require_root("live packet capture")
+    require_tool("tshark")
+    reason = capture_available()
+    if reason:
+        pytest.fail(f"running as root, yet capture is not possible: {reason}")
+
+
+@pytest.fixture(scope="module")
+def captured(live, pki, tmp_path_factory):
+    """setup name -> a fresh capture bundle, made once per module and shared."""
+    bundles = {}
+
+    def get(setup: str, **options):
+        key = (setup, tuple(sorted(options.items())))
+        if key not in bundles:
+            if not SETUPS[setup].available:
+                pytest.skip(f"proxy/modes/{SETUPS[setup].mode}.py is not there yet")
+            bundles[key] = capture_setup(setup, tmp_path_factory.mktemp(setup), pki=pki, **options)
+        return bundles[key]
+
+    return get
+
+
+def sent(bundle) -> list[bytes]:
+    return [base64.b64decode(c["request"]) for c in bundle.client_report["connections"]]
+
+
+def three_ways(bundle, leg: str) -> decrypt.CrossCheck:
+    info = bundle.legs[leg]
+    check = decrypt.cross_check(info.pcap, bundle.keys_log, [info.server_port])
+    assert set(check.ran) == {"scapy", "keyschedule", "tshark"}, check.format()
+    assert check.agree and not check.gaps, check.format()
+    return check
+
+
+def test_capture_sees_every_packet_once_from_the_moment_it_starts(live, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with Capture.loopback(tmp_path / "lo.pcap", ports=[port]) as capture:
+            client = socket.create_connection(("127.0.0.1", port))   # no sleep after entering
+            accepted, _ = server.accept()
+            client.sendall(b"ping")
+            assert accepted.recv(4) == b"ping"
+            client.close()
+            accepted.close()
+    from scapy.layers.inet import TCP
+
+    flags = [str(p[TCP].flags) for p in capture.packets]
+    assert flags[0] == "S" and flags.count("S") == 1           # libpcap: no loopback duplicates
+    assert sum(1 for p in capture.packets if bytes(p[TCP].payload) == b"ping") == 1
+    assert (tmp_path / "lo.pcap").stat().st_size > 0
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_each_setup_decrypts_three_ways_to_the_request_the_client_sent(captured, setup):
+    bundle = captured(setup)
+    client_leg = three_ways(bundle, "client")
+    assert list(client_leg.requests) == sent(bundle)
+    if "backend" not in bundle.legs:
+        return
+    backend = three_ways(bundle, "backend").requests[0]
+    if SETUPS[setup].mode == "terminate":         # the proxy read and rewrote the request
+        assert backend.startswith(b"POST /account/statement?id=path-marker-7 HTTP/1.1\r\n")
+        assert b"X-Forwarded-For: 127.0.0.2\r\n" in backend
+    else:                                         # spliced: the same bytes, inside the same TLS session
+        assert backend == sent(bundle)[0]
+    keylogs = set(bundle.metadata["keylogs"])
+    assert ("proxy" in keylogs) == (SETUPS[setup].mode == "terminate")
+
+
+def test_who_sees_what_in_a_fresh_terminate_capture(captured):
+    table = who_sees_what(captured("terminate"))
+    client_leg = table.row("on-path, client leg")
+    assert client_leg["SNI"] and client_leg["client address"]
+    assert not any(client_leg[item] for item in ("certificate", "Host", "path", "headers", "body"))
+    origin = table.row("origin")
+    assert origin["Host"] and origin["path"] and origin["headers"] and origin["body"]
+    assert not origin["SNI"] and not origin["certificate"]            # it never saw the client's TLS
+    assert table.cells["origin", "client address"].how == "X-Forwarded-For header in plaintext"
+    assert table.row("proxy") == dict.fromkeys(ITEMS, True)
+    assert all(origin[item] == seen for item, seen in table.origin_log.items())
+
+
+def test_tls12_capture_shows_the_certificate_and_decrypts_three_ways(captured):
+    bundle = captured("terminate", tls="1.2")
+    assert bundle.client_report["connections"][0]["version"] == "TLSv1.2"
+    assert list(three_ways(bundle, "client").requests) == sent(bundle)
+    assert who_sees_what(bundle).visible("on-path, client leg", "certificate")
+
+
+def test_resumed_capture_has_a_second_handshake_without_certificate(captured):
+    bundle = captured("terminate", resumed=True)
+    connections = bundle.client_report["connections"]
+    assert [c["session_reused"] for c in connections] == [False, True]
+    assert list(three_ways(bundle, "client").requests) == sent(bundle)
+    second = [a.label for a in ladder_arrows(bundle) if a.leg == "client" and a.connection == 2]
+    assert "ClientHello" in second and not any("Certificate" in label for label in second)
+
+
+def test_forward_secrecy_static_rsa_decrypts_with_the_key_ecdhe_does_not(live, pki, tmp_path):
+    result = analyse_lesson(capture_lesson(tmp_path, pki=pki))
+    assert result.decrypted("static-rsa"), result.format()
+    assert set(result.checks["static-rsa"].ran) == {"scapy", "keyschedule", "tshark"}
+    assert result.checks["static-rsa"].requests[0].startswith(b"GET /account/statement?id=path-marker-7")
+    assert not result.decrypted("ecdhe")
+    assert all(not any(r.client_data) for r in result.checks["ecdhe"].ran.values())
+
+
+def test_tlsproxy_capture_writes_every_file(live, tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "proxy.cli", "capture", "--setup", "terminate", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    for name in ("client-leg.pcap", "backend-leg.pcap", "keys.log", "ladder.png", "ladder.svg", "summary.txt",
+                 "metadata.json", "client.json", "server-cert.pem"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "ladder.png").read_bytes()[:4] == b"\x89PNG"
+    summary = (out / "summary.txt").read_text()
+    assert summary.count("they agree, byte for byte (scapy, keyschedule, tshark)") == 2
+    assert "X-Lab-Secret: header-marker-7" in summary and "on-path, backend leg" in summary
+    assert summary == done.stdout.rstrip("\n") + "\n"
+
+
+def test_without_capture_permission_the_bundled_example_is_used(tmp_path):
+    require_tool("tshark")
+    env = {**os.environ, NO_CAPTURE_VARIABLE: "1"}
+    out = tmp_path / "fallback"
+    done = subprocess.run([sys.executable, "-m", "proxy.cli", "capture", "--setup", "reencrypt", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and NO_CAPTURE_VARIABLE in lines[0] and "example capture (reencrypt, TLS 1.3" in lines[0]
+    assert (out / "client-leg.pcap").exists() and (out / "ladder.svg").exists()
+    assert "they agree, byte for byte" in (out / "summary.txt").read_text()
+
+
+def test_capture_on_the_proxy_interfaces_of_the_namespace_lab(live, pki, tmp_path):
+    require_tool("ip")
+    from lab.topology import Topology, netns_available
+
+    reason = netns_available()
+    if reason:
+        pytest.fail(f"running as root, yet namespaces are unavailable: {reason}")
+    with Topology() as net:
+        bundle = capture_setup("terminate", tmp_path, network=Namespaces(net), pki=pki)
+        client_ip, origin_ip = net.address("client", "proxy"), net.address("origin", "proxy")
+        proxy_client_side, proxy_origin_side = net.address("proxy", "client"), net.address("proxy", "origin")
+    assert bundle.metadata["network"] == "namespaces"
+    for leg, ends in (("client", {client_ip, proxy_client_side}), ("backend", {proxy_origin_side, origin_ip})):
+        (connection,) = bundle.connections(leg)
+        assert {connection.client[0], connection.server[0]} == ends     # each capture saw one link only
+    assert list(three_ways(bundle, "client").requests) == sent(bundle)
+    assert f"X-Forwarded-For: {client_ip}".encode() in three_ways(bundle, "backend").requests[0]
+    table = who_sees_what(bundle)
+    assert table.cells["origin", "client address"].how == "X-Forwarded-For header in plaintext"
+    assert table.origin_log["client address"]
