@@ -108,7 +108,8 @@ class TinyForwarder:
                 # framing "none": the head promised no body, so the origin gets none
             self._relay_response(origin, client, request, upstream.method)
 
-    def _relay_response(self, origin: socket.socket, client: socket.socket, request: http1.Request, method: str) -> None:
+    def _relay_response(self, origin: socket.socket, client: socket.socket, request: http1.Request,
+                        method: str) -> None:
         reader = http1.ResponseReader()
         reader.expect_response_to(method)
         response = next_event(reader, origin, http1.NEED_DATA, timeout=TIMEOUT)

@@ -25,7 +25,8 @@ state after ``fall`` failures / ``rise`` successes (HAProxy's ``check rise fall`
 
 If every backend is down the pool answers 503 rather than hammering dead servers.
 A strategy is a small class with one method, so a student can add their own
-(lab exercise 4) and register it in ``STRATEGIES``.
+(lab exercise 4) and register it in ``STRATEGIES``, or name it in the configuration
+as ``"module:Class"`` (``strategy = "mystrategies:LeastRecentlyUsed"``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,24 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+def load_strategy(name: str) -> type[Strategy]:
+    """A registered strategy by name, or a class named as "package.module:Class"."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    module_name, sep, class_name = name.partition(":")
+    if not sep:
+        raise KeyError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)}, or module:Class)")
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise KeyError(f"cannot load strategy {name!r}: {error}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise KeyError(f"strategy {name!r} is not a proxy.balancer.Strategy subclass")
+    return cls
+
+
 # --------------------------------------------------------------------------- the balancer
 class Balancer:
     """A pool's backends, its strategy and its passive health bookkeeping."""
@@ -153,7 +172,7 @@ class Balancer:
         self.name = name
         self.backends = [Backend(b, weight=b.weight, pool=name) for b in backends]
         self.strategy_name = strategy
-        self.strategy = STRATEGIES[strategy]()
+        self.strategy = load_strategy(strategy)()
         self.health = health
         self.lock = threading.Lock()
 

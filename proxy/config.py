@@ -377,8 +377,12 @@ def validate(config: Config) -> Config:
                 if not os.path.isfile(path):
                     raise ConfigError(f"certificate file {path} not found")
     for pool in config.pools:
-        if pool.strategy not in STRATEGIES:
-            raise ConfigError(f"pool {pool.name!r}: unknown strategy {pool.strategy!r} (one of {', '.join(STRATEGIES)})")
+        from proxy.balancer import load_strategy  # here: balancer imports this module
+
+        try:
+            load_strategy(pool.strategy)
+        except KeyError as error:
+            raise ConfigError(f"pool {pool.name!r}: {error.args[0]}") from None
         if not pool.backends:
             raise ConfigError(f"pool {pool.name!r} has no backends")
         for path in (pool.tls.ca, pool.tls.cert, pool.tls.key):

@@ -514,7 +514,9 @@ def configure_cli(parser) -> None:
     parser.add_argument("--key", action="append", default=[], metavar="PEM", help="private key for the --cert before it")
     parser.add_argument("--backend", action="append", default=[], metavar="URL",
                         help="origin server, http://HOST:PORT or https://HOST:PORT (re-encrypt); repeat for a pool")
-    parser.add_argument("--strategy", choices=cfg.STRATEGIES, default="round_robin", help="load-balancing strategy")
+    parser.add_argument("--strategy", default="round_robin", metavar="NAME",
+                        help="load balancing: round_robin (default), least_connections, weighted, "
+                             "or your own Strategy class as module:Class")
     parser.add_argument("--backend-ca", metavar="PEM", help="CA that signs https backends' certificates")
     parser.add_argument("--backend-cert", metavar="PEM", help="client certificate shown to https backends (mutual TLS)")
     parser.add_argument("--backend-key", metavar="PEM", help="key of --backend-cert")

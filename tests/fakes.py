@@ -63,18 +63,17 @@ class FakeConnection:
         head_end = self._fill_until(lambda b: b.find(b"\r\n\r\n"))
         if head_end < 0:
             return None
-        head = self.buffer[: head_end + 4]
-        lower = head.lower()
+        lower = self.buffer[: head_end + 4].lower()
         body_end = head_end + 4
         if b"\r\ntransfer-encoding: chunked" in lower:
             # The last chunk: "0" at the start of a line, then trailers and an empty line.
-            end = self._fill_until(lambda b: _last_chunk_end(b, head_end + 2))
-            body_end = end if end >= 0 else len(self.buffer)
+            body_end = self._fill_until(lambda b: _last_chunk_end(b, head_end + 2))
         elif b"\r\ncontent-length:" in lower:
             start = lower.index(b"\r\ncontent-length:") + 17
-            length = int(lower[start: lower.index(b"\r\n", start)])
-            self._fill_until(lambda b: head_end + 4 + length if len(b) >= head_end + 4 + length else -1)
-            body_end = min(len(self.buffer), head_end + 4 + length)
+            end = head_end + 4 + int(lower[start: lower.index(b"\r\n", start)])
+            body_end = self._fill_until(lambda b: end if len(b) >= end else -1)
+        if body_end < 0:
+            return None  # closed in the middle of the body (recorded as it was)
         request, self.buffer = self.buffer[:body_end], self.buffer[body_end:]
         self.backend.record(request)
         return request
@@ -128,7 +127,7 @@ class FakeBackend:
         self.handler = handler
         self.name = name
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.listener.settimeout(0.1)
+        self.listener.settimeout(0.02)  # how soon stop() is noticed
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
         self.requests: list[bytes] = []  # every request read, in arrival order

@@ -30,8 +30,8 @@ timeout    the check ran past its time limit (an endless loop, a ``recv`` that n
 broken     an exception that did not come from the student's file: a bug in the checker
 =========  ===========================================================================
 
-``Lab`` is what the checks of one run share: a scratch folder, the demo PKI (made
-once, on first use) and clean-ups that run at the end whatever happened.
+``Lab`` is what the checks of one run share: a scratch folder, the demo PKI and
+anything else made once on first use (``lab.once``), all removed at the end.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import sys
 import tempfile
 import threading
 import traceback
@@ -102,7 +101,6 @@ class Lab:
     def __init__(self) -> None:
         self._tmp: Path | None = None
         self._pki = None
-        self._cleanups: list[Callable[[], None]] = []
         self._made: dict[str, Any] = {}
         self._lock = threading.RLock()  # once() may make something that needs tmp or pki
 
@@ -131,16 +129,8 @@ class Lab:
                 self._made[name] = make()
             return self._made[name]
 
-    def defer(self, cleanup: Callable[[], None]) -> None:
-        """Run ``cleanup`` when the run ends (last registered, first run)."""
-        self._cleanups.append(cleanup)
-
     def close(self) -> None:
-        while self._cleanups:
-            try:
-                self._cleanups.pop()()
-            except Exception as error:  # a failed clean-up must not hide the report
-                print(f"lab.check: clean-up failed: {error!r}", file=sys.stderr)
+        """Remove the scratch folder (servers are stopped by the checks that start them)."""
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -80,10 +80,14 @@ def sni(*names: bytes, name_type: int = 0) -> bytes:
     return ext(0, vec(2, b"".join(bytes([name_type]) + vec(2, name) for name in names)))
 
 
-def hello(*extensions: bytes, body_length_change: int = 0) -> bytes:
-    """A one-record first flight: TLS 1.3 offered, the given extensions."""
-    body = (u16(0x0303) + bytes(range(32)) + vec(1, bytes(32)) + vec(2, b"\x13\x01\x13\x02")
-            + vec(1, b"\x00") + vec(2, ext(43, vec(1, u16(0x0304))) + b"".join(extensions)))
+def hello(*extensions: bytes, body_length_change: int = 0, no_extensions: bool = False) -> bytes:
+    """A one-record first flight: TLS 1.3 offered, the given extensions.
+
+    ``no_extensions``: an old TLS 1.2 client's hello, with no extensions block at all.
+    """
+    body = u16(0x0303) + bytes(range(32)) + vec(1, bytes(32)) + vec(2, b"\x13\x01\x13\x02") + vec(1, b"\x00")
+    if not no_extensions:
+        body += vec(2, ext(43, vec(1, u16(0x0304))) + b"".join(extensions))
     message = bytes([1]) + (len(body) + body_length_change).to_bytes(3, "big") + body
     return bytes([22]) + u16(0x0301) + vec(2, message)
 
@@ -179,7 +183,8 @@ def _(student, lab):
             "cipher suites <2>, compression <1>; then the extensions <2>, each type(2) + data<2>")
 def _(student, lab):
     extensions = need(student, "extensions")
-    for name, data in fixtures().items():
+    samples = {**fixtures(), "a TLS 1.2 hello with no extensions block": hello(no_extensions=True)}
+    for name, data in samples.items():
         parsed = parse_client_hello(data)
         got = extensions(parsed.message[4:])
         if not isinstance(got, (list, tuple)) or [tuple(e) for e in got] != list(parsed.extensions):
@@ -200,11 +205,12 @@ def _(student, lab):
 
 
 # --------------------------------------------------------------------------- step 5
-@check(5, "parse_sni gives the name curl, openssl and Python asked for (None when they sent none)",
+@check(5, "parse_sni gives the name curl, openssl and Python asked for (None when there is none)",
        hint="steps 2-4 chained: the body, its extensions, the one of type 0")
 def _(student, lab):
     parse_sni = need(student, "parse_sni")
-    for name, data in fixtures().items():
+    samples = {**fixtures(), "a TLS 1.2 hello with no extensions block": hello(no_extensions=True)}
+    for name, data in samples.items():
         same_as_proxy(attempt(parse_sni, data), reference(data), name)
 
 

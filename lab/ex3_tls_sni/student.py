@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from pathlib import Path
 
 from proxy.pki import DemoPKI, ensure_demo_certs
 from proxy.tls.contexts import CertKey, server_context  # noqa: F401  (you will need them)
@@ -79,7 +80,7 @@ def serve(listener: socket.socket, context: ssl.SSLContext, connections: int = 1
 
 def demo() -> None:
     """Serve on a loopback port until Ctrl-C; try it with curl."""
-    pki = ensure_demo_certs("build/lab-certs")
+    pki = ensure_demo_certs(Path(__file__).resolve().parents[2] / "build" / "lab-certs")
     context = make_server_context(build_contexts(pki))
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]

@@ -91,12 +91,18 @@ def check_host_name(host_name: bytes) -> str:
 
 
 def demo() -> None:
-    """Parse the ClientHellos that real clients sent (tests/fixtures/clienthello)."""
+    """Each step on the ClientHello Python sent for python-ssl.bin, then every fixture."""
     fixtures = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clienthello"
+    data = (fixtures / "python-ssl.bin").read_bytes()
+    print("step 1:", read_vector(b"\x03abcXYZ", 0, 1))
+    body = client_hello_body(data)
+    print(f"step 2: a {len(body)}-byte body; the first 9 bytes alone give {client_hello_body(data[:9])!r}")
+    found = extensions(body)
+    print("step 3: extension types", [ext_type for ext_type, _ in found])
+    print("step 4:", server_name(dict(found)[SERVER_NAME]))
     for path in sorted(fixtures.glob("*.bin")):
-        data = path.read_bytes()
-        print(f"{path.name:24} {len(data):4} bytes  server_name={parse_sni(data)!r}  "
-              f"only its first 9 bytes: {parse_sni(data[:9])!r}")
+        print(f"step 5: {path.name:24} server_name={parse_sni(path.read_bytes())!r}")
+    print("step 6:", check_host_name(b"WWW.Example.TEST"), "(try b'a.example.\\x00' and b'192.0.2.1')")
 
 
 if __name__ == "__main__":

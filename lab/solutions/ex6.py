@@ -6,7 +6,6 @@ with every TODO done.  Check it with ``python -m lab.check 6 --solution``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from proxy.tls.clienthello import parse_client_hello
@@ -79,7 +78,7 @@ def _lines(key_log: str) -> list[str]:
 
 
 def demo() -> None:
-    """Record a real TLS 1.3 connection on loopback, then decrypt it with your functions."""
+    """Record a real TLS 1.3 connection on loopback, then take it apart step by step."""
     import tempfile
 
     from lab.harness import record_tls13_exchange
@@ -87,11 +86,19 @@ def demo() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         capture = record_tls13_exchange(ensure_demo_certs(f"{scratch}/pki"), scratch)
-    print(f"cipher suite: {capture.cipher}")
-    print(f"key log:\n{capture.key_log}")
-    print(f"the client sent {len(capture.client_bytes)} bytes; records: "
-          f"{[(r.content_type, len(r.fragment)) for r in iter_records(capture.client_bytes)]}")
-    print(f"first request, decrypted: {first_request(capture.key_log, capture.client_bytes, capture.cipher)!r}")
+    print(f"cipher suite {capture.cipher}; the key log:\n{capture.key_log}")
+    records = list(iter_records(capture.client_bytes))
+    print("the client's records (content type, length):", [(r.content_type, len(r.fragment)) for r in records])
+    line = next(line for line in capture.key_log.splitlines() if line.startswith("CLIENT_TRAFFIC_SECRET_0"))
+    label, client_random, secret = parse_key_log_line(line)
+    print(f"step 1: {label}, random {client_random.hex()[:16]}..., secret of {len(secret)} bytes")
+    print("step 2:", hkdf_expand_label(secret, "key", b"", 16, cipher_suite(capture.cipher).hash_name).hex())
+    key, iv = traffic_key_and_iv(secret, capture.cipher)
+    print(f"step 3: key {key.hex()}  iv {iv.hex()}")
+    print(f"step 4: nonce 0 {record_nonce(iv, 0).hex()}  nonce 1 {record_nonce(iv, 1).hex()}")
+    protected = [r for r in records if r.content_type == 23]
+    print("step 5:", decrypt_record(protected[1].to_bytes(), key, iv, 0, capture.cipher))
+    print("step 6:", first_request(capture.key_log, capture.client_bytes, capture.cipher))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ class Connection:
         self.buffer = bytearray()  # received, not yet consumed
         self.scratch = bytearray(PIECE)
         self.closed = False
+        self.session: ssl.SSLSession | None = None  # kept at close: an SSLSocket forgets it then
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -249,6 +250,10 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        if self.tls is not None:
+            # TLS 1.3 tickets arrive after the handshake, so the session is complete only
+            # now that the response was read; take it before close() drops the SSL object.
+            self.session = self.sock.session
         try:
             self.sock.close()
         except OSError:

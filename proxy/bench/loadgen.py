@@ -130,8 +130,7 @@ class Worker:
             if plan.workload == "newconn":
                 conn = self._connect(tally)
                 status, _ = conn.request("GET", plan.path, close=True)
-                if conn.tls is not None:
-                    self.session = conn.tls.session  # set after the first read (TLS 1.3 tickets)
+                self.session = conn.session  # the next connection offers it (--resume)
             else:
                 if self.conn is None or self.conn.closed:
                     self.conn = self._connect(tally)

@@ -20,10 +20,11 @@ component like the others, reported under "client" and never added to the system
 cost ("system" is origin + proxy).  For the idle workload the runner also reads the
 resident memory of each component at the same two moments.
 
-``wrk`` (when installed) is driven the same way for the setups it can reach (it has
-no CONNECT): its CPU comes from ``wait4``'s resource usage, the servers' from
-``/proc`` just before it starts and just after it exits; it has no warm-up phase,
-so its few connection set-ups fall inside the window.
+``wrk`` (when installed) is driven the same way for the setups it can reach (not
+forward: no CONNECT; not passthrough: it sends an IP literal as SNI).  Its CPU
+comes from ``wait4``'s resource usage, the servers' from ``/proc`` just before it
+starts and just after it exits; it has no warm-up phase, so its few connection
+set-ups fall inside the window.
 """
 
 from __future__ import annotations
@@ -181,9 +182,15 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
+# wrk cannot CONNECT (forward), and it sends its URL's host as SNI: "127.0.0.1", an IP
+# literal, which RFC 6066 §3 forbids and the passthrough proxy's ClientHello parser
+# rightly refuses (a name that resolves to 127.0.0.1 might be dialled as ::1 instead).
+WRK_CANNOT_DRIVE = ("forward", "passthrough")
+
+
 def wrk_can_drive(setup: str, workload: Workload) -> bool:
-    """wrk speaks TLS 1.3 with OpenSSL's defaults: no CONNECT, no version or certificate choice."""
-    return (setup != "forward" and workload.kind in WRK_KINDS and workload.tls_version == "1.3"
+    """wrk speaks TLS 1.3 with OpenSSL's defaults: no version, certificate or resumption choice."""
+    return (setup not in WRK_CANNOT_DRIVE and workload.kind in WRK_KINDS and workload.tls_version == "1.3"
             and workload.cert == "ecdsa" and not workload.resume)
 
 

@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
-import json
-import pstats
 import sys
 import tempfile
 import time
@@ -40,6 +37,8 @@ from pathlib import Path
 
 from proxy.bench import results
 from proxy.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_drive, wrk_path
+from proxy.bench.profiling import format_profile, profile_proxy
+from proxy.bench.report import format_table, format_vs_nginx
 from proxy.bench.setups import SetupLauncher, instance_key
 from proxy.bench.workloads import ALL, BY_NAME, NGINX, Workload, select, setups_for
 from proxy.errors import ConfigError
@@ -175,6 +174,10 @@ def run_rounds(options: Options, setups: list[str], pki, workdir: Path, document
                     document["failures"].append({"round": round_number, "workload": workload.name,
                                                  "setup": setup, "client": client, "error": str(error)})
                     continue
+                if not m["requests"]:  # nothing succeeded: there is no per-request figure to report
+                    document["failures"].append({"round": round_number, "workload": workload.name, "setup": setup,
+                                                 "client": client, "error": f"no request succeeded: {m['errors']}"})
+                    continue
                 m["round"] = round_number
                 document["measurements"].append(m)
         progress.finish()
@@ -241,7 +244,8 @@ def run_benchmark(options: Options) -> dict:
     document["summary"] = results.summarize(document["measurements"])
     document["vs_nginx"] = results.nginx_ratios(document["summary"], document["crypto_floor"])
     if options.profile:
-        document["profile"] = profile_proxy(options, pki, workdir)
+        document["profile"] = profile_proxy(pki, workdir, out, seconds=options.profile_seconds,
+                                            warmup=options.warmup)
     document["files"] = {k: str(p) for k, p in results.write(out, document).items()}
     if options.charts:
         from proxy.bench.charts import draw_all
@@ -249,144 +253,6 @@ def run_benchmark(options: Options) -> dict:
         document["charts"] = [str(p) for p in draw_all(document, out)]
         results.write(out, document)  # again, now listing the charts
     return document
-
-
-# --------------------------------------------------------------------------- profiling
-def profile_proxy(options: Options, pki, workdir: Path, workload_name: str = "keepalive-1k", top: int = 15) -> dict:
-    """Run the terminate proxy under cProfile with one workload; the top functions by own time."""
-    profile_dir = workdir / "profile"
-    profile_dir.mkdir(parents=True, exist_ok=True)
-    workload = BY_NAME[workload_name]
-    launcher = SetupLauncher(pki, profile_dir, profile_dir=profile_dir)
-    key = instance_key("terminate", workload.cert)
-    print(f"bench: profiling the proxy under {workload_name} for {options.profile_seconds:g}s", file=sys.stderr)
-    try:
-        target = launcher.start([key])[key]
-        measured = run_cell(target, workload, str(pki.ca), warmup=options.warmup, duration=options.profile_seconds,
-                            max_requests=options.max_requests)
-    finally:
-        launcher.stop()
-    stats_path = profile_dir / "terminate.pstats"
-    text = io.StringIO()
-    stats = pstats.Stats(str(stats_path), stream=text)
-    stats.sort_stats("tottime").print_stats(top)
-    (Path(options.out) / "profile.txt").write_text(text.getvalue())
-    rows = []
-    for (filename, line, name), (_cc, calls, tottime, cumtime, _callers) in sorted(
-            stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]:
-        rows.append({"function": f"{Path(filename).name}:{line}({name})", "calls": calls,
-                     "tottime_s": round(tottime, 4), "cumtime_s": round(cumtime, 4)})
-    total = sum(v[2] for v in stats.stats.values())
-    by_file: dict[str, float] = {}
-    for (filename, _line, name), value in stats.stats.items():
-        where = _profile_group(filename, name)
-        by_file[where] = by_file.get(where, 0.0) + value[2]
-    groups = [{"where": k, "tottime_s": round(v, 4), "share": round(v / total, 3) if total else None}
-              for k, v in sorted(by_file.items(), key=lambda item: item[1], reverse=True)[:top]]
-    return {"workload": workload_name, "requests": measured["requests"], "pstats": str(stats_path),
-            "total_tottime_s": round(total, 3), "top": rows, "by_module": groups}
-
-
-def _profile_group(filename: str, name: str) -> str:
-    """A profile entry's module: ``proxy/http1/head.py``, ``socket``, ``ssl`` (C calls by their object)."""
-    if filename == "~":  # a C function: name it by its object ("<method 'read' of '_ssl._SSLSocket' objects>")
-        for marker, group in (("_ssl.", "C: _ssl (OpenSSL I/O)"), ("_socket.", "C: _socket (syscalls)"),
-                              ("select", "C: select"), ("_thread.", "C: locks")):
-            if marker in name:
-                return group
-        return "C: other built-ins"
-    path = Path(filename)
-    parts = path.parts
-    if "proxy" in parts:
-        return "/".join(parts[parts.index("proxy"):])
-    return f"stdlib: {path.name}"
-
-
-# --------------------------------------------------------------------------- printing
-def _fmt(value, spec: str = ".1f", missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
-
-
-def format_table(document: dict) -> str:
-    lines = []
-    by_workload: dict[str, list[dict]] = {}
-    for row in document["summary"]:
-        by_workload.setdefault(row["workload"], []).append(row)
-    for workload, rows in by_workload.items():
-        title = BY_NAME[workload].title if workload in BY_NAME else workload
-        lines.append(f"\n{workload}: {title}")
-        lines.append(f"  {'setup':<14}{'client':<8}{'req/s':>9}{'MB/s':>8}   CPU µs/request: {'origin':>8}{'proxy':>8}"
-                     f"{'system':>8}{'client':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}")
-        rows.sort(key=lambda r: (r["client"], ALL.index(r["setup"]) if r["setup"] in ALL else 99))
-        for r in rows:
-            cpu = r["cpu_us_per_request"]
-            lat = r["latency_us"]
-            extra = ""
-            if "rss_growth_per_connection" in r:
-                extra = f"   RSS +{_fmt(r['rss_growth_per_connection'].get('proxy'), ',.0f')} B/conn (proxy)"
-            lines.append(
-                f"  {r['setup']:<14}{r['client']:<8}{_fmt(r['requests_per_second'], ',.0f'):>9}"
-                f"{_fmt((r['bytes_per_second'] or 0) / 1e6, ',.1f'):>8}   {'':16}{_fmt(cpu.get('origin')):>8}"
-                f"{_fmt(cpu.get('proxy')):>8}{_fmt(r['system_cpu_us_per_request']):>8}{_fmt(cpu.get('client')):>8}"
-                f"{_fmt((lat.get('p50') or 0) / 1000, '.2f'):>9}{_fmt((lat.get('p99') or 0) / 1000, '.2f'):>9}"
-                f"{r['errors']:>7}{extra}")
-    return "\n".join(lines)
-
-
-def _value(row: dict, key: str) -> str:
-    value = row[key]
-    if value is None:
-        return "-"
-    if row["figure"] in ("per_core_ratio", "floor_fraction"):
-        return f"{value / 1e6:,.0f} MB/s"
-    if row["figure"] == "rss_per_connection":
-        return f"{value / 1000:,.1f} kB"
-    return f"{value:,.1f} µs"
-
-
-def format_vs_nginx(document: dict) -> str:
-    lines = ["\ntlsproxy vs nginx (1 worker), same run, same machine; CPU of the proxy process per request",
-             f"  {'workload':<26}{'figure':<17}{'tlsproxy':>14}{'nginx (or floor)':>22}{'ratio':>9}{'target':>11}  met"]
-    for row in document.get("vs_nginx") or []:
-        if row["figure"] == "rss_per_connection":
-            ratio = "-"
-        else:
-            ratio = _fmt(row["value"], ".2f") + ("x" if row["value"] is not None else "")
-        reference = _value(row, "reference")
-        if row["figure"] == "floor_fraction":
-            reference += " (openssl)"
-        target = f"{row['comparison']} {row['target']:g}" if row["target"] is not None else ""
-        if row["figure"] == "rss_per_connection" and row["target"] is not None:
-            target = f"<= {row['target'] / 1000:g} kB"
-        met = {True: "yes", False: "NO", None: "-" if row["target"] is not None else ""}[row["met"]]
-        lines.append(f"  {row['workload']:<26}{row['figure']:<17}{_value(row, 'proxy'):>14}{reference:>22}"
-                     f"{ratio:>9}{target:>11}  {met}")
-    floor = document.get("crypto_floor") or {}
-    per_second, per_op = floor.get("per_second") or {}, floor.get("per_operation") or {}
-    if per_second:
-        lines.append("  crypto floor (openssl speed, one core): "
-                     f"ECDSA P-256 sign {_fmt(per_op.get('ecdsa_p256_sign_us'))} µs "
-                     f"({_fmt(per_second.get('ecdsa_p256_sign_per_s'), ',.0f')}/s), "
-                     f"X25519 {_fmt(per_op.get('x25519_derive_us'))} µs, "
-                     f"RSA-2048 sign {_fmt(per_op.get('rsa2048_sign_us'))} µs, "
-                     f"AES-256-GCM {_fmt((per_second.get('aes_256_gcm_bytes_per_s') or 0) / 1e9, '.2f')} GB/s "
-                     f"(16 KB); TLS 1.3 ECDSA handshake floor ~"
-                     f"{_fmt(per_op.get('tls13_ecdsa_full_handshake_server_floor_us'))} µs")
-    elif floor.get("error"):
-        lines.append(f"  crypto floor: not measured ({floor['error']})")
-    return "\n".join(lines)
-
-
-def format_profile(profile: dict) -> str:
-    lines = [f"\nprofile of the proxy under {profile['workload']} ({profile['requests']} requests, cProfile, "
-             f"all threads; own time total {profile['total_tottime_s']} s)",
-             f"  {'own s':>8}{'cum s':>9}{'calls':>10}  function"]
-    for row in profile["top"]:
-        lines.append(f"  {row['tottime_s']:>8.3f}{row['cumtime_s']:>9.3f}{row['calls']:>10}  {row['function']}")
-    lines.append("  own time by module:")
-    for group in profile.get("by_module", []):
-        lines.append(f"  {group['tottime_s']:>8.3f}{group['share'] * 100:>8.1f}%  {group['where']}")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- command line

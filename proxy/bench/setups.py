@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy.bench.workloads import NGINX, SETUPS
+from proxy.bench.workloads import NGINX
 from proxy.errors import ConfigError
 from proxy.pki import DEMO_ORIGIN, DEMO_WWW, DEMO_WWW_RSA, DemoPKI
 
@@ -148,6 +148,15 @@ def proxy_child(name: str, logdir: Path, flags: list[str], profile: str | None =
 
 
 # --------------------------------------------------------------------------- one setup
+@dataclass(frozen=True)
+class NginxPlan:
+    """nginx's part of a setup, decided once the origin's port is known."""
+
+    port: int
+    workdir: Path
+    conf: str
+
+
 @dataclass
 class RunningSetup:
     """A started setup: where the load generator connects, and whose CPU counts."""
@@ -222,8 +231,8 @@ class SetupLauncher:
             return origin_child(f"{tag}-origin", self.logdir, self.files(DEMO_ORIGIN))
         return origin_child(f"{tag}-origin", self.logdir)
 
-    def _front(self, key: tuple[str, str], origin: Child):
-        """The proxy in front of the origin: a Child (our proxy), an nginx conf, or None."""
+    def _front(self, key: tuple[str, str], origin: Child) -> Child | NginxPlan | None:
+        """The proxy in front of the origin: our proxy (a Child), nginx, or nobody."""
         setup, cert = key
         tag = self._tag(key)
         address = f"127.0.0.1:{origin.port}"
@@ -251,11 +260,11 @@ class SetupLauncher:
             port = free_port()
             workdir = self.workdir / f"{tag}-nginx"
             cert_file, key_file = self.files(CERT_NAMES[cert])
-            return ("nginx", port, workdir, terminate_conf(port, cert_file, key_file, [("127.0.0.1", origin.port)],
-                                                           workdir=str(workdir)))
+            conf = terminate_conf(port, cert_file, key_file, [("127.0.0.1", origin.port)], workdir=str(workdir))
+            return NginxPlan(port, workdir, conf)
         return None  # direct-http, direct-https: the client talks to the origin
 
-    def _finish(self, key: tuple[str, str], origin: Child, front) -> RunningSetup:
+    def _finish(self, key: tuple[str, str], origin: Child, front: Child | NginxPlan | None) -> RunningSetup:
         setup, cert = key
         origin_address = ("127.0.0.1", origin.port)
         scheme = "http" if setup == "direct-http" else "https"
@@ -270,14 +279,13 @@ class SetupLauncher:
                 running.proxy = ("127.0.0.1", front.port)  # CONNECT through it to the origin
             else:
                 running.connect_to = ("127.0.0.1", front.port)
-        elif isinstance(front, tuple):
+        elif isinstance(front, NginxPlan):
             from proxy.nginx import NginxProcess
 
-            _, port, workdir, conf = front
-            running.nginx = NginxProcess(conf, workdir).start()
-            running.components["proxy"] = running.nginx.pids()
+            running.nginx = NginxProcess(front.conf, front.workdir).start()
+            running.components["proxy"] = running.nginx.pids()  # master and worker
             running.implementation = "nginx"
-            running.connect_to = ("127.0.0.1", port)
+            running.connect_to = ("127.0.0.1", front.port)
         return running
 
     def stop(self) -> None:
@@ -285,6 +293,3 @@ class SetupLauncher:
             running.stop()
         self.running.clear()
 
-
-def known_setups() -> tuple[str, ...]:
-    return (*SETUPS, NGINX)

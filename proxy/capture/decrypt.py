@@ -84,7 +84,8 @@ def _scapy_tls(ports: Iterable[int], key_log: Path | None, server_rsa_key: Path 
             kwargs.setdefault("strict_integrity", True)
             _initializer(self, *args, **kwargs)
         cls.__init__ = strict
-    ports = sorted(set(ports))
+    already = {value for fields, cls in TCP.payload_guess if cls is TLS for value in fields.values()}
+    ports = sorted(set(ports) - already)      # 443 is bound by scapy itself: leave it bound
     for port in ports:
         bind_layers(TCP, TLS, sport=port)
         bind_layers(TCP, TLS, dport=port)

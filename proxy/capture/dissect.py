@@ -105,7 +105,7 @@ def _negotiated(server_tls: bytes) -> str:
         if record.content_type == ContentType.HANDSHAKE:
             message = HandshakeReassembler().feed(record.fragment)
             if message and message[0][0] == 2:
-                _, _, extensions = tls12._hello(message[0])
+                _, _, extensions = tls12.parse_hello(message[0])
                 return "tls1.3" if 43 in extensions else "tls1.2"
     return "tls1.2"
 
@@ -153,7 +153,7 @@ def _dissect_http(connection: TCPConnection, client: bytes, server: bytes) -> Di
 def _http_views(data: bytes) -> list[RecordView]:
     views = []
     for match in HTTP_START.finditer(data):
-        if match.start() == 0 or data[:match.start()].endswith(b"\n"):
+        if match.start() == 0 or data[match.start() - 1:match.start()] == b"\n":   # at a line start
             views.append(RecordView(match.start(), len(match.group()), (match.group().decode("latin-1").strip(),)))
     return views
 

@@ -113,7 +113,8 @@ class CapturedPacket:
     payload: bytes
 
 
-def connections_from_packets(packets: Iterable[CapturedPacket], server_ports: Iterable[int] = ()) -> list[TCPConnection]:
+def connections_from_packets(packets: Iterable[CapturedPacket],
+                             server_ports: Iterable[int] = ()) -> list[TCPConnection]:
     """Group packets into connections and lay each payload at its stream offset."""
     server_ports = set(server_ports)
     grouped: dict[frozenset, list[CapturedPacket]] = {}

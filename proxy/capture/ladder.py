@@ -34,6 +34,7 @@ labelled with its real time since the first packet, at the left.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ from proxy.capture.bundle import CaptureBundle
 from proxy.capture.dissect import dissect_all
 
 GAP_MARK = 0.020          # seconds: a gap longer than this gets a "≈" mark
+WRAP = 64                 # characters per label line
+MAX_ARROWS = 300          # a bulk transfer would draw thousands: the picture keeps the first ones
 ROW_INCH = 0.30
 COLORS = {"tcp": "#7f7f7f", "handshake": "#1f5fbf", "protected": "#a0307a", "http": "#1c8a3a", "data": "#d9730d"}
 
@@ -142,18 +145,23 @@ def _plain_label(payload: bytes) -> str:
 
 # --------------------------------------------------------------------------- layout
 def rows(arrows: list[Arrow]) -> list[float]:
-    """The y position of each arrow: one row each, plus log-scaled real time gaps."""
+    """The y position of each arrow: one row each (two for a label on two lines), plus
+    log-scaled real time gaps."""
     positions, y = [], 0.0
     for index, arrow in enumerate(arrows):
         if index:
             gap_ms = (arrow.time - arrows[index - 1].time) * 1000
-            y += 1 + min(2.5, math.log10(1 + max(gap_ms, 0.0)))
+            y += 1 + min(2.5, math.log10(1 + max(gap_ms, 0.0))) + (0.6 if len(arrow.label) > WRAP else 0)
         positions.append(y)
     return positions
 
 
-def _shorten(text: str, limit: int = 90) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def _wrap(text: str) -> str:
+    """At most two lines of ``WRAP`` characters, broken after a comma."""
+    lines = textwrap.wrap(text, WRAP, break_long_words=False)
+    if len(lines) > 2:
+        lines = [lines[0], textwrap.shorten(" ".join(lines[1:]), WRAP, placeholder=" …")]
+    return "\n".join(lines)
 
 
 def draw(arrows: list[Arrow], columns: list[str], stem: str | Path, *, title: str = "",
@@ -180,8 +188,8 @@ def draw(arrows: list[Arrow], columns: list[str], stem: str | Path, *, title: st
         x0, x1 = x[arrow.source], x[arrow.target]
         axes.annotate("", xy=(x1, y), xytext=(x0, y),
                       arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.3, "shrinkA": 0, "shrinkB": 0})
-        axes.text((x0 + x1) / 2, y - 0.12, _shorten(arrow.label), ha="center", va="bottom", fontsize=7.5,
-                  color=color)
+        axes.text((x0 + x1) / 2, y - 0.12, _wrap(arrow.label), ha="center", va="bottom", fontsize=7.5,
+                  color=color, linespacing=1.1)
         axes.text(min(x.values()) - 0.35, y, f"{(arrow.time - start) * 1000:.3f} ms", ha="right",
                   va="center", fontsize=7, color="#555555", family="monospace")
         if previous is not None and arrow.time - previous > GAP_MARK:
@@ -209,5 +217,25 @@ def draw_bundle(bundle: CaptureBundle, stem: str | Path, *, decrypted: bool = Tr
     """The ladder diagram of a capture bundle, as ``stem.png`` and ``stem.svg``."""
     columns = [host for host in ("client", "proxy", "origin") if host in bundle.hosts]
     view = "" if decrypted else ", as an on-path observer sees it (no keys)"
-    return draw(ladder_arrows(bundle, decrypted=decrypted), columns, stem,
-                title=f"Ladder diagram: {bundle.title}{view}", **options)
+    arrows = ladder_arrows(bundle, decrypted=decrypted)
+    if len(arrows) > MAX_ARROWS:
+        view += f" (first {MAX_ARROWS} of {len(arrows)} packets)"
+    return draw(arrows[:MAX_ARROWS], columns, stem, title=f"Ladder diagram: {bundle.title}{view}", **options)
+
+
+# Figures under diagrams/ (``make diagrams`` calls this through proxy.diagrams).
+COMMITTED = {"ladder-tls13": ("terminate", "1.3", False), "ladder-tls12": ("terminate", "1.2", False),
+             "ladder-tls13-resumed": ("terminate", "1.3", True)}
+
+
+def regenerate_committed_figures(out: str | Path) -> list[Path]:
+    """The ladder diagrams of a TLS 1.3, a TLS 1.2 and a resumed handshake through the
+    terminating proxy, drawn from the bundled example captures (real runs, made with
+    ``tlsproxy capture``), so that no root is needed and the figures change only when
+    the captures do."""
+    from proxy.capture.bundle import load_example
+
+    paths: list[Path] = []
+    for name, (setup, tls, resumed) in COMMITTED.items():
+        paths += draw_bundle(load_example(setup, tls, resumed), Path(out) / name)
+    return paths

@@ -103,7 +103,7 @@ def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, res
                   "server_port": lab.ports["proxy" if leg == "client" and setup.mode else "origin"]}
             for leg in setup.legs}
     return write_metadata(out, {
-        "setup": setup.name, "picture": setup.picture, "tls": tls, "resumed": resumed,
+        "setup": setup.name, "picture": setup.picture, "summary": setup.summary, "tls": tls, "resumed": resumed,
         "network": network.name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"tlsproxy capture --setup {setup.name} --out {shlex.quote(str(out))}"
@@ -153,7 +153,7 @@ def analyse(bundle: CaptureBundle, out: str | Path | None = None, *, pictures: b
 
 def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: list[Path]) -> str:
     lines = [f"TLS Termination Lab capture: {bundle.title}",
-             f"  {bundle.metadata.get('picture', '')}",
+             f"  {bundle.metadata.get('picture', '')}: {bundle.metadata.get('summary', '')}",
              f"  made with: {bundle.metadata.get('command', '?')}",
              f"  hosts: " + ", ".join(f"{h} {a}" for h, a in bundle.hosts.items()), ""]
     for leg, check in decryptions.items():

@@ -78,6 +78,13 @@ class Setup:
         return ("proxy", "origin")
 
     @property
+    def summary(self) -> str:
+        """The one-line description the rest of the project uses (``proxy/setups.py``)."""
+        from proxy.setups import BY_NAME
+
+        return BY_NAME[self.name].summary if self.name in BY_NAME else self.picture
+
+    @property
     def available(self) -> bool:
         """Is the proxy mode this setup needs implemented (proxy/modes/<mode>.py)?"""
         return self.mode is None or importlib.util.find_spec(f"proxy.modes.{self.mode}") is not None
@@ -210,17 +217,24 @@ class Lab:
         raise TimeoutError(f"{log_name[:-4]} did not report a listening port within {START_TIMEOUT:.0f} s")
 
     def _start_origin(self) -> int:
-        argv = [sys.executable, "-m", "proxy.cli", "origin", "--name", "origin",
-                "--listen", f"{self.address('origin')}:0"]
-        keylog = None
-        if self.setup.origin_tls:
-            name = ORIGIN_NAME if self.setup.mode == "terminate" else WWW
-            cert, key = self.pki.files(name)
-            argv += ["--cert", cert, "--key", key]
-            keylog = self.keys / "origin.log"
+        argv, keylog = self.origin_argv()
         return self._spawn("origin", argv, "origin.log", _environment(keylog))
 
     def _start_proxy(self) -> int:
+        return self._spawn("proxy", self.proxy_argv(), "proxy.log", _environment())
+
+    def origin_argv(self) -> tuple[list[str], Path | None]:
+        """The origin's command line, and the key log it writes through SSLKEYLOGFILE."""
+        argv = [sys.executable, "-m", "proxy.cli", "origin", "--name", "origin",
+                "--listen", f"{self.address('origin')}:0"]
+        if not self.setup.origin_tls:
+            return argv, None
+        name = ORIGIN_NAME if self.setup.mode == "terminate" else WWW   # re-encrypt: its own name
+        cert, key = self.pki.files(name)
+        return argv + ["--cert", cert, "--key", key], self.keys / "origin.log"
+
+    def proxy_argv(self) -> list[str]:
+        """``tlsproxy serve`` for this setup, to the origin already listening."""
         origin = f"{self.address('origin')}:{self.ports['origin']}"
         argv = [sys.executable, "-m", "proxy.cli", "serve", "--mode", self.setup.mode,
                 "--listen", f"{self.address('proxy')}:0", "--access-log", str(self.logs / "access.log")]
@@ -238,7 +252,7 @@ class Lab:
             origin_ip, port = self.address("origin"), self.ports["origin"]
             argv += ["--forward-host", f"{WWW}={origin_ip}", "--connect-port", str(port),
                      "--allow", f"dst={origin_ip}/32 port={port}"]
-        return self._spawn("proxy", argv, "proxy.log", _environment())
+        return argv
 
     def client_argv(self, *, tls: str = "1.3", resumed: bool = False) -> list[str]:
         front = f"{self.address(self.front)}:{self.ports[self.front]}"

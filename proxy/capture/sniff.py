@@ -54,7 +54,8 @@ from proxy.capture.flows import load_scapy_layers
 
 NO_CAPTURE_VARIABLE = "TLSLAB_NO_CAPTURE"
 CAP_NET_RAW = 13                 # linux/capability.h
-START_TIMEOUT = 10.0             # seconds for a sniffer to open its socket
+START_TIMEOUT = 20.0             # seconds for a sniffer to open its socket (a namespace program
+                                 # first imports scapy: 1-2 s, more on a loaded machine)
 QUIET = 0.15                     # stop once no packet arrived for this long ...
 STOP_TIMEOUT = 3.0               # ... or after this long at most
 STARTED = "started"              # what the namespace program prints when it is ready

@@ -135,7 +135,7 @@ def _plaintext_handshake(data: bytes) -> list[bytes]:
     return messages
 
 
-def _hello(message: bytes) -> tuple[bytes, int | None, set[int]]:
+def parse_hello(message: bytes) -> tuple[bytes, int | None, set[int]]:
     """(random, cipher suite or None for a ClientHello, extension types) of a hello."""
     reader = ByteReader(message[4:], "hello")
     reader.u16()
@@ -163,8 +163,8 @@ def read_handshake(client_data: bytes, server_data: bytes) -> Handshake12:
         raise TLSParseError("the client's bytes do not start with a ClientHello")
     if not server_messages or server_messages[0][0] != HandshakeType.SERVER_HELLO:
         raise TLSParseError("the server's bytes do not start with a ServerHello")
-    client_random, _, client_extensions = _hello(client_messages[0])
-    server_random, suite, server_extensions = _hello(server_messages[0])
+    client_random, _, client_extensions = parse_hello(client_messages[0])
+    server_random, suite, server_extensions = parse_hello(server_messages[0])
     if 43 in server_extensions:
         raise TLSParseError("the server negotiated TLS 1.3 (supported_versions): use proxy.tls.keyschedule")
     key_exchange = next((m for m in client_messages if m[0] == HandshakeType.CLIENT_KEY_EXCHANGE), None)

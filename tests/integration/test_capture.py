@@ -29,9 +29,6 @@ from proxy.capture.whosees import ITEMS, who_sees_what  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.tools import require_root, require_tool  # noqa: E402
 
-pytestmark = pytest.mark.root
-
-
 @pytest.fixture(scope="module")
 def live():
     require_root("live packet capture")
@@ -69,6 +66,7 @@ def three_ways(bundle, leg: str) -> decrypt.CrossCheck:
     return check
 
 
+@pytest.mark.root
 def test_capture_sees_every_packet_once_from_the_moment_it_starts(live, tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
@@ -87,6 +85,7 @@ def test_capture_sees_every_packet_once_from_the_moment_it_starts(live, tmp_path
     assert (tmp_path / "lo.pcap").stat().st_size > 0
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("setup", list(SETUPS))
 def test_each_setup_decrypts_three_ways_to_the_request_the_client_sent(captured, setup):
     bundle = captured(setup)
@@ -104,6 +103,7 @@ def test_each_setup_decrypts_three_ways_to_the_request_the_client_sent(captured,
     assert ("proxy" in keylogs) == (SETUPS[setup].mode == "terminate")
 
 
+@pytest.mark.root
 def test_who_sees_what_in_a_fresh_terminate_capture(captured):
     table = who_sees_what(captured("terminate"))
     client_leg = table.row("on-path, client leg")
@@ -117,6 +117,7 @@ def test_who_sees_what_in_a_fresh_terminate_capture(captured):
     assert all(origin[item] == seen for item, seen in table.origin_log.items())
 
 
+@pytest.mark.root
 def test_tls12_capture_shows_the_certificate_and_decrypts_three_ways(captured):
     bundle = captured("terminate", tls="1.2")
     assert bundle.client_report["connections"][0]["version"] == "TLSv1.2"
@@ -124,6 +125,7 @@ def test_tls12_capture_shows_the_certificate_and_decrypts_three_ways(captured):
     assert who_sees_what(bundle).visible("on-path, client leg", "certificate")
 
 
+@pytest.mark.root
 def test_resumed_capture_has_a_second_handshake_without_certificate(captured):
     bundle = captured("terminate", resumed=True)
     connections = bundle.client_report["connections"]
@@ -133,6 +135,7 @@ def test_resumed_capture_has_a_second_handshake_without_certificate(captured):
     assert "ClientHello" in second and not any("Certificate" in label for label in second)
 
 
+@pytest.mark.root
 def test_forward_secrecy_static_rsa_decrypts_with_the_key_ecdhe_does_not(live, pki, tmp_path):
     result = analyse_lesson(capture_lesson(tmp_path, pki=pki))
     assert result.decrypted("static-rsa"), result.format()
@@ -142,6 +145,7 @@ def test_forward_secrecy_static_rsa_decrypts_with_the_key_ecdhe_does_not(live, p
     assert all(not any(r.client_data) for r in result.checks["ecdhe"].ran.values())
 
 
+@pytest.mark.root
 def test_tlsproxy_capture_writes_every_file(live, tmp_path):
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "proxy.cli", "capture", "--setup", "terminate", "--out", str(out)],
@@ -161,15 +165,18 @@ def test_without_capture_permission_the_bundled_example_is_used(tmp_path):
     require_tool("tshark")
     env = {**os.environ, NO_CAPTURE_VARIABLE: "1"}
     out = tmp_path / "fallback"
-    done = subprocess.run([sys.executable, "-m", "proxy.cli", "capture", "--setup", "reencrypt", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    done = subprocess.run([sys.executable, "-m", "proxy.cli", "capture", "--setup", "reencrypt", "--out", str(out),
+                           "--no-pictures"], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and NO_CAPTURE_VARIABLE in lines[0] and "example capture (reencrypt, TLS 1.3" in lines[0]
-    assert (out / "client-leg.pcap").exists() and (out / "ladder.svg").exists()
-    assert "they agree, byte for byte" in (out / "summary.txt").read_text()
+    assert (out / "client-leg.pcap").exists() and (out / "backend-leg.pcap").exists()
+    summary = (out / "summary.txt").read_text()
+    assert summary.count("they agree, byte for byte") == 2
+    assert "made with: tlsproxy capture --setup reencrypt --out proxy/data/example-capture/" in summary
 
 
+@pytest.mark.root
 def test_capture_on_the_proxy_interfaces_of_the_namespace_lab(live, pki, tmp_path):
     require_tool("ip")
     from lab.topology import Topology, netns_available
@@ -190,3 +197,23 @@ def test_capture_on_the_proxy_interfaces_of_the_namespace_lab(live, pki, tmp_pat
     table = who_sees_what(bundle)
     assert table.cells["origin", "client address"].how == "X-Forwarded-For header in plaintext"
     assert table.origin_log["client address"]
+
+
+def test_lesson_and_from_bundle_without_capture_permission(tmp_path, monkeypatch, capsys):
+    require_tool("tshark")
+    from proxy import cli
+    from proxy.capture.bundle import load_example
+
+    monkeypatch.setenv(NO_CAPTURE_VARIABLE, "1")
+    monkeypatch.setattr(sys, "argv", ["tlsproxy"])            # cli.main() rewrites sys.argv
+    assert cli.main(["capture", "--lesson", "forward-secrecy", "--out", str(tmp_path / "fs")]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "switched off" in err
+    assert "static-rsa (AES128-GCM-SHA256): DECRYPTED with the server's key" in out
+    assert "ecdhe (ECDHE-RSA-AES128-GCM-SHA256): not decryptable" in out
+    assert (tmp_path / "fs" / "summary.txt").read_text() == out
+    bundle = load_example("passthrough")
+    assert cli.main(["capture", "--from-bundle", str(bundle.directory), "--out", str(tmp_path / "again"),
+                     "--no-pictures"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "passthrough, TLS 1.3" in out and (tmp_path / "again" / "client-leg.pcap").exists()

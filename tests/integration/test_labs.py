@@ -62,24 +62,33 @@ def test_reference_solution_passes_every_check(number):
 def test_starter_runs_and_fails_as_not_written_yet(number):
     starter = EXERCISES[number].student_file
     report = lab_check.run(number)
-    assert not report.load_error
     outcomes = Counter(r.outcome for r in report.results)
-    assert not outcomes["broken"] and not outcomes["timeout"], failures(report)
+    assert not outcomes["broken"], failures(report)
     if untouched(starter):
+        assert not report.load_error
         assert set(outcomes) == {"todo"}, failures(report)
         assert all(r.detail.startswith("not written yet (step ") for r in report.results)
+    # else: a student's work in progress may fail, crash or loop; the checker must only
+    # report it, which the assertion on "broken" above covers.
 
 
 @pytest.mark.parametrize("number", NUMBERS)
 def test_starter_is_a_runnable_program(number):
-    """`python lab/exN_*/student.py` runs its demo; untouched, it says what is not written yet."""
+    """`python lab/exN_*/student.py` runs its demo and says what is not written yet."""
     starter = EXERCISES[number].student_file
-    if number == 3 and not untouched(starter):
-        pytest.skip("a finished exercise 3 serves until Ctrl-C")
+    if not untouched(starter):
+        pytest.skip(f"{starter.name} of exercise {number} is a student's work in progress")
     result = subprocess.run([sys.executable, str(starter)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    if untouched(starter):
-        assert "not written yet: step " in result.stdout
+    assert "not written yet: step " in result.stdout
+
+
+@pytest.mark.parametrize("number", [n for n in NUMBERS if n != 3])  # 3's demo serves until Ctrl-C
+def test_solution_demo_runs(number):
+    result = subprocess.run([sys.executable, str(EXERCISES[number].solution_file)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
 
 
 def test_every_exercise_has_its_files():

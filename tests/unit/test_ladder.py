@@ -12,7 +12,7 @@ pytest.importorskip("scapy")
 pytest.importorskip("matplotlib")
 
 from proxy.capture.bundle import load_example  # noqa: E402
-from proxy.capture.ladder import Arrow, draw, draw_bundle, ladder_arrows, rows  # noqa: E402
+from proxy.capture.ladder import Arrow, draw, ladder_arrows, rows  # noqa: E402
 
 
 def flow(arrows, leg, connection=1):
@@ -72,16 +72,20 @@ def test_rows_keep_order_and_stretch_long_gaps_logarithmically():
     assert y[3] - y[2] < 3.6                             # ... but not a second's worth
 
 
-def test_draw_writes_png_and_svg(tmp_path):
-    paths = draw_bundle(load_example("reencrypt", "1.3"), tmp_path / "ladder")
-    assert [p.name for p in paths] == ["ladder.png", "ladder.svg"]
-    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 20_000
-    svg = paths[1].read_text()
-    assert svg.lstrip().startswith("<?xml") and "ClientHello" in svg and "origin" in svg
-
-
 def test_draw_two_columns_for_a_direct_setup(tmp_path):
     bundle = load_example("direct-http")
     arrows = ladder_arrows(bundle)
     assert {(a.source, a.target) for a in arrows} == {("client", "origin"), ("origin", "client")}
     assert draw(arrows, ["client", "origin"], tmp_path / "direct", formats=("svg",))[0].exists()
+
+
+def test_committed_figures_are_drawn_from_the_bundled_captures(tmp_path):
+    from proxy.capture.ladder import regenerate_committed_figures
+
+    paths = regenerate_committed_figures(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(f"ladder-{n}.{e}" for n in ("tls13", "tls12", "tls13-resumed")
+                                                   for e in ("png", "svg"))
+    png = (tmp_path / "ladder-tls12.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    svg = (tmp_path / "ladder-tls13-resumed.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "resumed" in svg and "ClientHello" in svg and "origin" in svg

@@ -1,4 +1,4 @@
-"""The notebooks' toolkit, the parts without sockets: tables, log lines, bounded fan-out."""
+"""The notebooks' servers, the parts without sockets: tables, log lines, bounded fan-out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from proxy.playground import LogLines, Reply, format_table, in_parallel
+from proxy.playground import LogLines, format_table, in_parallel
 
 
 def test_format_table_aligns_dict_rows_and_spells_booleans_and_none():
@@ -45,23 +45,3 @@ def test_in_parallel_keeps_order_and_refuses_unbounded_work():
         in_parallel(lambda i: i, 10, workers=500)
     with pytest.raises(ValueError):
         in_parallel(lambda i: i, 1_000_000)
-
-
-def test_reply_reads_the_origins_json_and_headers():
-    reply = Reply(200, "OK", [("X-Origin", "web-1")], b'{"headers": [["X-Forwarded-For", "127.0.0.10"]]}',
-                  connected_to="127.0.0.3:443", local="127.0.0.10:5000")
-    assert reply.origin == "web-1"
-    assert reply.seen_header("x-forwarded-for") == "127.0.0.10"
-    assert Reply(502, "Bad Gateway", [], b"502 Bad Gateway: ...", "a", "b").json is None
-
-
-def test_fingerprint_of_a_file_matches_what_a_client_is_shown(pki):
-    import hashlib
-    import ssl
-
-    from proxy.playground import fingerprint
-
-    cert, _ = pki.files("www.example.test")
-    der = ssl.PEM_cert_to_DER_cert(open(cert).read())
-    assert fingerprint(cert) == hashlib.sha256(der).hexdigest()[:16]
-    assert fingerprint(cert) != fingerprint(pki.files("api.example.test")[0])

@@ -123,3 +123,10 @@ def test_example_config_loads(tmp_path):
     assert [p.name for p in config.pools] == ["web", "api"]
     assert config.pools[0].health.path == "/health"
     assert len(config.listeners[0].certs) == 2
+
+
+def test_a_strategy_can_be_named_as_module_and_class():
+    balancer = Balancer("p", backends(1, 2), "proxy.balancer:RoundRobin")
+    assert [balancer.pick().port for _ in range(3)] == [1, 2, 1]
+    with pytest.raises(KeyError, match="not a proxy.balancer.Strategy"):
+        Balancer("p", backends(1), "proxy.balancer:Backend")
