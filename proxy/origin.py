@@ -184,6 +184,23 @@ class _RecordingReader:
 
 
 # --------------------------------------------------------------------------- server
+def _linger(sock: socket.socket, seconds: float = 0.5) -> None:
+    """A lingering close after a refused handshake (e.g. no client certificate).
+
+    In TLS 1.3 the client may already have sent its request when the server refuses
+    its certificate.  Closing with those bytes unread makes the kernel send a reset,
+    which can destroy the alert that says *why* before the client reads it; so stop
+    sending, read and discard until the client closes (or briefly), then close.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(seconds)
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
 class OriginHTTPServer(ThreadingHTTPServer):
     """Accepts connections and gives each one a daemon thread (``ThreadingMixIn``)."""
 
@@ -233,7 +250,11 @@ class OriginHTTPServer(ThreadingHTTPServer):
             if self.ssl_context is not None:
                 # The handshake happens here, in the connection thread, so a slow or
                 # failing client never holds up the accept loop.
-                connection = self.ssl_context.wrap_socket(request, server_side=True)
+                try:
+                    connection = self.ssl_context.wrap_socket(request, server_side=True)
+                except ssl.SSLError:
+                    _linger(request)
+                    raise
                 self._track(key, connection)
             self.RequestHandlerClass(connection, client_address, self)
         except OSError as error:  # resets, timeouts, failed handshakes (ssl.SSLError)

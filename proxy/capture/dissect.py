@@ -10,7 +10,8 @@ returns a ``Dissection``:
   "tunnel+tls1.3" when a plaintext ``CONNECT`` exchange precedes the TLS (a forward
   proxy's client leg);
 * ``records[sender]``: every HTTP message start or TLS record, with its stream offset
-  and a name as Wireshark would show it: ``ClientHello``, ``ChangeCipherSpec``,
+  and a name as Wireshark would show it: ``ClientHello`` (``ClientHello (PSK)`` when it
+  offers a TLS 1.3 session ticket), ``ChangeCipherSpec``,
   ``Application Data``.  A protected record is named by its *real* content when the
   key log opens it (``EncryptedExtensions, Certificate, CertificateVerify,
   Finished``) and by what an observer sees otherwise (``Application Data``, or
@@ -46,6 +47,7 @@ from proxy.tls.records import (
 
 HTTP_START = re.compile(rb"(?:[A-Z]+ \S+ HTTP/1\.[01]|HTTP/1\.[01] \d{3}[^\r\n]*)\r\n")
 KeyLog = dict[bytes, dict[str, bytes]]
+PRE_SHARED_KEY = 41      # RFC 8446 §4.2.11: the ClientHello offers a ticket to resume with
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def dissect(connection: TCPConnection, key_log: KeyLog | None = None, *,
         result.client_hello = parse_client_hello(client[client_prefix:])
     except TLSParseError:
         pass
+    offers_psk = result.client_hello is not None and result.client_hello.extension(PRE_SHARED_KEY) is not None
     tls_client, tls_server = client[client_prefix:], server[server_prefix:]
     try:
         if protocol == "tls1.3":
@@ -135,7 +138,10 @@ def dissect(connection: TCPConnection, key_log: KeyLog | None = None, *,
         opened = {"client": _sealed_views(tls_client, protocol), "server": _sealed_views(tls_server, protocol)}
     for sender, prefix in (("client", client_prefix), ("server", server_prefix)):
         views, plaintext, contents = opened[sender]
-        result.records[sender] += [replace(v, offset=v.offset + prefix) for v in views]
+        for view in views:
+            if offers_psk and view.names == ("ClientHello",):
+                view = replace(view, names=("ClientHello (PSK)",))    # a TLS 1.3 resumption attempt
+            result.records[sender].append(replace(view, offset=view.offset + prefix))
         if result.decrypted:
             result._plaintext[sender] = plaintext
             result._opened[sender] = contents

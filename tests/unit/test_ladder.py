@@ -60,6 +60,7 @@ def test_resumed_handshake_has_no_certificate():
     arrows = ladder_arrows(load_example("terminate", "1.3", resumed=True))
     first, second = flow(arrows, "client", 1), flow(arrows, "client", 2)
     assert any("Certificate" in label for _, _, label in first)
+    assert ("client", "proxy", "ClientHello (PSK)") in second          # it offers the ticket
     assert second[3] == ("proxy", "client", "ServerHello, ChangeCipherSpec, {EncryptedExtensions, Finished}")
     assert not any("Certificate" in label for _, _, label in second)
 
