@@ -53,10 +53,11 @@ class BackendConnection:
     server_name: str | None = None  # the SNI it was opened with, when the caller chose one
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        from proxy.server import close_quietly, send_close_notify
+
+        if isinstance(self.sock, ssl.SSLSocket):
+            send_close_notify(self.sock)  # a deliberate close, not a truncation (RFC 8446 §6.1)
+        close_quietly(self.sock)
 
 
 class ConnectionPool:

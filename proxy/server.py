@@ -489,6 +489,7 @@ def send_close_notify(sock: ssl.SSLSocket) -> None:
 
 
 def close_quietly(sock: socket.socket) -> None:
+    """Close without ceremony (for TLS, call ``send_close_notify`` first when due)."""
     try:
         sock.close()
     except OSError:

@@ -35,10 +35,11 @@ class ChildProcess:
         pipe = self.proc.stdout if stream == "stdout" else self.proc.stderr
         self.drain = threading.Thread(target=self._drain, args=(pipe,), daemon=True, name=f"drain-{self.pid}")
         self.drain.start()
-        if not self.ready.wait(START_TIMEOUT):
+        started = self.ready.wait(START_TIMEOUT)
+        line = next((line for line in self.lines if ready in line), None)
+        if not started or line is None:
             self.kill()
-            raise RuntimeError(f"{args[0]} did not start: {self.lines}")
-        line = next(line for line in self.lines if ready in line)
+            raise RuntimeError(f"{args[0]} did not start: {''.join(self.lines)[-2000:]}")
         self.port = int(line.rstrip().rsplit(":", 1)[1].split()[0])
 
     def _drain(self, pipe) -> None:

@@ -33,8 +33,6 @@ import pytest
 from proxy import config as cfg
 from tests.fakes import FakeBackend, RawTLSClient, refused_port, unaccepting_listener
 
-GET = b"GET /%s HTTP/1.1\r\nHost: www.example.test\r\n\r\n"
-
 
 def get(client: RawTLSClient, path: str = "x", method: str = "GET"):
     client.send(b"%s /%s HTTP/1.1\r\nHost: www.example.test\r\n\r\n" % (method.encode(), path.encode()))
