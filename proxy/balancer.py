@@ -57,14 +57,10 @@ class Backend:
     current: int = 0  # smooth weighted round robin state
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def key(self) -> str:
-        """Unique per pool: connections and TLS settings are never shared across pools."""
-        return f"{self.pool}/{self.config.name}"
+    def __post_init__(self) -> None:
+        self.name = self.config.name  # "http://127.0.0.1:9001"
+        # Unique per pool: connections and TLS settings are never shared across pools.
+        self.key = f"{self.pool}/{self.name}"
 
     @property
     def host(self) -> str:

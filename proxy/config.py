@@ -74,10 +74,10 @@ class BackendConfig:
     host: str
     port: int
     weight: int = 1
+    name: str = field(init=False, compare=False)  # "http://127.0.0.1:9001", made once
 
-    @property
-    def name(self) -> str:
-        return f"{self.scheme}://{Address(self.host, self.port)}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.scheme}://{Address(self.host, self.port)}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,12 @@ from typing import Any
 RECV_SIZE = 256 * 1024  # large reads: fewer system calls and Python iterations (FACTS: 64-256 KB)
 
 
+def set_timeout(sock: socket.socket, seconds: float) -> None:
+    """``sock.settimeout`` only when it changes: each call is a system call (ioctl)."""
+    if sock.gettimeout() != seconds:
+        sock.settimeout(seconds)
+
+
 class Deadline(TimeoutError):
     """The overall deadline passed (distinct from one slow read)."""
 
@@ -36,12 +42,12 @@ def recv_some(sock: socket.socket, timeout: float, deadline: float | None = None
         if remaining <= 0:
             raise Deadline("deadline passed")
         if remaining < timeout:
-            sock.settimeout(remaining)
+            sock.settimeout(remaining)  # a shrinking deadline: always a new value
             try:
                 return sock.recv(RECV_SIZE)
             except TimeoutError:
                 raise Deadline("deadline passed") from None
-    sock.settimeout(timeout)
+    set_timeout(sock, timeout)
     return sock.recv(RECV_SIZE)
 
 

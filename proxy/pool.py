@@ -38,6 +38,9 @@ from proxy.errors import BadGateway, GatewayTimeout, UpstreamTLSError
 from proxy.http1 import ResponseReader, Limits as HTTPLimits
 
 
+FRESH = 0.5  # seconds: a connection idle for less is lent without polling it
+
+
 @dataclass(eq=False)
 class BackendConnection:
     """A connection to one backend, with the response reader that parses it."""
@@ -109,8 +112,14 @@ class ConnectionPool:
             return queue.pop() if queue else None  # LIFO: the warmest connection first
 
     def _still_good(self, conn: BackendConnection) -> bool:
-        if time.monotonic() - conn.idle_since > self.idle_timeout:
+        idle = time.monotonic() - conn.idle_since
+        if idle > self.idle_timeout:
             return False
+        if idle < FRESH:
+            # Used a moment ago and left open after a keep-alive response: skip the
+            # poll (a system call per request).  The rare close in this window is
+            # caught by the retry of idempotent requests.
+            return True
         try:
             readable, _, _ = select.select([conn.sock], [], [], 0)
         except (OSError, ValueError):

@@ -101,7 +101,7 @@ class AccessLog:
     def __init__(self, target: str | None):
         self.lock = threading.Lock()
         self.stream: TextIO | None
-        if target is None:
+        if target is None or target == "off":  # "off" as in nginx's `access_log off`
             self.stream = None
         elif target == "-":
             self.stream = sys.stderr
@@ -110,6 +110,10 @@ class AccessLog:
                 self.stream = open(target, "a", buffering=1, encoding="utf-8")
             except OSError as error:
                 raise ConfigError(f"cannot open access log {target}: {error.strerror}") from None
+
+    @property
+    def enabled(self) -> bool:
+        return self.stream is not None
 
     def write(self, line: str) -> None:
         if self.stream is not None:
@@ -525,7 +529,7 @@ def configure_cli(parser) -> None:
     parser.add_argument("--backend-sni-from-host", action="store_true",
                         help="send the client's Host as the server name to https backends (one pooled "
                              "connection per name)")
-    parser.add_argument("--access-log", metavar="FILE", default="-", help="access log file, '-' for stderr (default)")
+    parser.add_argument("--access-log", metavar="FILE", default="-", help="access log file, '-' for stderr (default), 'off' for none")
     parser.add_argument("--keylog", metavar="FILE",
                         help="write TLS secrets of the client leg (NSS key log, for Wireshark). LAB ONLY")
     parser.add_argument("--backend-keylog", metavar="FILE", help="the same for the backend leg (re-encrypt)")

@@ -232,6 +232,10 @@ def vs_nginx(document: dict, out: Path) -> list[Path]:
         ax.set_yticks(list(y), labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        values = [r["value"] for r in rows] + [r["target"] for r in rows if r["target"] is not None]
+        ticks = [t for t in (0.05, 0.1, 0.2, 0.3, 0.5, 1, 1.4, 2, 2.5, 3, 5, 10, 20)
+                 if min(values) / 1.5 <= t <= max(values) * 1.5]
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ratio (CPU: proxy / nginx, lower is better; throughput: higher is better); | = target")

@@ -40,7 +40,7 @@ from proxy.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_driv
 from proxy.bench.profiling import format_profile, profile_proxy
 from proxy.bench.report import format_table, format_vs_nginx
 from proxy.bench.setups import SetupLauncher, instance_key
-from proxy.bench.workloads import ALL, BY_NAME, NGINX, Workload, select, setups_for
+from proxy.bench.workloads import ALL, BY_NAME, NGINX, WORKLOADS, Workload, select, setups_for
 from proxy.errors import ConfigError
 
 FORMAT = "tlsproxy-bench/1"
@@ -66,6 +66,7 @@ class Options:
     workdir: Path | None = None  # logs, PKI, nginx prefixes (default: OUT/work)
     profile: bool = False
     profile_seconds: float = 5.0
+    profile_workload: str = "keepalive-1k"
 
     @classmethod
     def quick_defaults(cls, **overrides) -> Options:
@@ -245,7 +246,7 @@ def run_benchmark(options: Options) -> dict:
     document["vs_nginx"] = results.nginx_ratios(document["summary"], document["crypto_floor"])
     if options.profile:
         document["profile"] = profile_proxy(pki, workdir, out, seconds=options.profile_seconds,
-                                            warmup=options.warmup)
+                                            warmup=options.warmup, workload_name=options.profile_workload)
     document["files"] = {k: str(p) for k, p in results.write(out, document).items()}
     if options.charts:
         from proxy.bench.charts import draw_all
@@ -279,6 +280,8 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     add("--certs", type=Path, help="reuse the demo PKI in this folder (default: OUT/work/pki)")
     add("--profile", action="store_true", help="afterwards, profile the proxy under keep-alive (cProfile, top 15)")
     add("--profile-seconds", type=float, default=5.0, help="length of the profiled run (default %(default)s)")
+    add("--profile-workload", default="keepalive-1k", metavar="NAME", choices=[w.name for w in WORKLOADS if w.kind != "idle"],
+        help="the workload of the profiled run (default %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
@@ -289,7 +292,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
     options = replace(base, out=args.out, max_requests=args.max_requests, workloads=split(args.workloads),
                       setups=split(args.setups), nginx=not args.no_nginx, wrk=args.wrk, vs_nginx=args.vs_nginx,
                       crypto_floor=args.crypto_floor, charts=not args.no_charts, certs=args.certs,
-                      profile=args.profile, profile_seconds=args.profile_seconds, **overrides)
+                      profile=args.profile, profile_seconds=args.profile_seconds,
+                      profile_workload=args.profile_workload, **overrides)
     if options.rounds < 1 or options.duration <= 0 or options.warmup < 0:
         raise ConfigError("--rounds must be at least 1 and --duration positive")
     try:

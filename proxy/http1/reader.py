@@ -167,6 +167,8 @@ class _Reader:
     def _find_head(self) -> bytes | None:
         """The complete head block (consumed from the buffer), or None if not here yet."""
         buffer = self._buffer
+        if not buffer:
+            return None  # nothing to scan (the usual state between keep-alive messages)
         end = self._scanner.find_end(buffer)
         if end < 0:
             return None

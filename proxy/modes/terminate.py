@@ -32,7 +32,7 @@ import ssl
 import time
 
 from proxy import http1
-from proxy.drive import Deadline, next_event, recv_some
+from proxy.drive import Deadline, next_event, recv_some, set_timeout
 from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, NotFound,
                           ProtocolError, ProxyError, RequestTimeout, UpstreamError, render_error)
 from proxy.routing import normalize_host
@@ -121,6 +121,8 @@ class HTTPConnectionHandler:
         except ProtocolError as error:
             self.send_error(error)
             self.log_error(error)
+            if reader.buffered:  # the client sent more than the head: it may still be sending
+                self.linger()
             return None
         except (OSError, ssl.SSLError):
             return None
@@ -152,6 +154,8 @@ class HTTPConnectionHandler:
             self.send_error(error)
             # After an error the unread rest of a request body would be parsed as the
             # next request: close unless the request was read to its end.
+            if not exchange.request_done:
+                self.linger()
             return not error.close and exchange.request_done
         finally:
             exchange.log(time.perf_counter() - started)
@@ -163,12 +167,32 @@ class HTTPConnectionHandler:
 
     def send_error(self, error: ProxyError) -> None:
         try:
-            self.sock.settimeout(self.timeouts.send)
+            set_timeout(self.sock, self.timeouts.send)
             data = render_error(error)
             self.sock.sendall(data)
             self.bytes_out += len(data)
         except OSError:
             pass
+
+    def linger(self, seconds: float = 2.0, limit: int = 1 << 20, idle: float = 0.2) -> None:
+        """Read and discard what the client is still sending, briefly, before closing.
+
+        Closing a socket with unread bytes makes the kernel answer with a reset, which
+        can destroy the error response we just sent (a 413 to a client still uploading)
+        before the client reads it.  nginx's ``lingering_close`` does the same, bounded
+        by ``lingering_time``; here two seconds and 1 MiB at most, and it stops as soon
+        as the client pauses for ``idle`` seconds (nginx's ``lingering_timeout``).
+        """
+        deadline = time.monotonic() + seconds
+        received = 0
+        try:
+            while received < limit:
+                data = recv_some(self.sock, idle, deadline)
+                if not data:
+                    return
+                received += len(data)
+        except (TimeoutError, OSError, ssl.SSLError):
+            return
 
     def log_error(self, error: ProxyError) -> None:
         self.server.access_log.write(f"{self.conn.client} \"-\" {error.status} rejected: {error} {self.conn.tls_summary()}")
@@ -177,7 +201,7 @@ class HTTPConnectionHandler:
     # ------------------------------------------------------------------ I/O helpers
     def client_send(self, data) -> None:
         try:
-            self.sock.settimeout(self.timeouts.send)
+            set_timeout(self.sock, self.timeouts.send)
             self.sock.sendall(data)
         except (OSError, ssl.SSLError):
             raise ClientGone() from None
@@ -289,7 +313,7 @@ class Exchange:
         """Send the head, then stream the body from the client as it arrives."""
         request = self.request
         sock = conn.sock
-        sock.settimeout(self.server.timeouts.backend_read)
+        set_timeout(sock, self.server.timeouts.backend_read)
         if request.framing.kind == "none":
             self.backend_send(sock, head)
             return
@@ -440,6 +464,8 @@ class Exchange:
             stats.bytes_in += handler.bytes_in
             stats.bytes_out += handler.bytes_out
         handler.bytes_in = handler.bytes_out = 0
+        if not self.server.access_log.enabled:
+            return  # `--access-log off`: do not even build the line
         backend = self.backend.name if self.backend else "-"
         note = f" error={self.outcome!r}" if self.outcome else ""
         self.server.access_log.write(

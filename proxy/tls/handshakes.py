@@ -55,6 +55,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
 from proxy.tls.contexts import CertKey, server_context
 from proxy.tls.trace import HandshakeTrace, TraceEvent, attach_tracer, detach_tracers, flow_name
@@ -173,12 +174,15 @@ class Flight:
         return f"{self.sender:>6}: {', '.join(self.messages)} ({self.size} bytes)"
 
 
-def flights(trace: HandshakeTrace | list[TraceEvent]) -> list[Flight]:
-    """Group the trace's messages (``trace.message_flow()``'s, with sizes) into flights."""
+def flights(trace: HandshakeTrace | list[TraceEvent], *, alerts: bool = False) -> list[Flight]:
+    """Group the trace's messages (``trace.message_flow()``'s, with sizes) into flights.
+
+    Alerts are left out unless ``alerts=True``: the close_notify at the end of every
+    connection (RFC 8446 §6.1) belongs to the connection, not to its handshake."""
     result: list[Flight] = []
     for event in trace:
         name = flow_name(event)
-        if name is None:
+        if name is None or (event.kind == "alert" and not alerts):
             continue
         if result and result[-1].sender == event.sender:
             last = result[-1]
@@ -201,6 +205,10 @@ def round_trips(trace: HandshakeTrace | list[TraceEvent]) -> int:
 
 
 # --------------------------------------------------------------------------- certificates
+_SIGNATURE_NAMES = {oid: name for name, oid in vars(SignatureAlgorithmOID).items()
+                    if isinstance(oid, ObjectIdentifier)}
+
+
 @dataclass(frozen=True)
 class CertificateSummary:
     name: str
@@ -222,7 +230,8 @@ def certificate_summary(path: str | Path) -> CertificateSummary:
         key_type = type(key).__name__
     spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    algorithm = certificate.signature_algorithm_oid._name        # e.g. "ecdsa-with-SHA256"
+    oid = certificate.signature_algorithm_oid
+    algorithm = _SIGNATURE_NAMES.get(oid, oid.dotted_string)     # e.g. "ECDSA_WITH_SHA256"
     return CertificateSummary(names.get_values_for_type(x509.DNSName)[0], key_type, len(spki), algorithm,
                               len(certificate.public_bytes(serialization.Encoding.DER)))
 
@@ -289,6 +298,9 @@ def handshake_cost(cert: str, key: str, *, ca: str | Path, server_name: str, cou
                 for _ in range(count):
                     connection, _ = listener.accept()
                     connection.settimeout(TIMEOUT)
+                    # Without it Nagle holds the last small segment for the client's delayed
+                    # ACK, and every handshake takes 40 ms of waiting (FACTS.md).
+                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     with server.wrap_socket(connection, server_side=True, do_handshake_on_connect=False) as tls_sock:
                         before = time.thread_time()
                         tls_sock.do_handshake()
