@@ -134,6 +134,26 @@ class _Reader:
         """How many bytes were fed and not yet parsed (e.g. part of the next head)."""
         return len(self._buffer)
 
+    def body_remaining(self) -> int | None:
+        """Bytes of a Content-Length body still to come, once the buffer is drained.
+
+        For the proxy's fast path: instead of feeding a large body through the reader
+        (copy into the buffer, copy out as Data), it may read those bytes straight from
+        the socket into its own buffer and report them with ``body_received_directly``.
+        The reader still decides where the body ends.  None when that does not apply.
+        """
+        decoder = self._decoder
+        if self._state is ReaderState.BODY and decoder.__class__ is ContentLengthDecoder and not self._buffer:
+            return decoder.remaining
+        return None
+
+    def body_received_directly(self, count: int) -> None:
+        """``count`` body bytes were read by the caller (see ``body_remaining``)."""
+        remaining = self.body_remaining()
+        if remaining is None or not 0 < count <= remaining:
+            raise RuntimeError(f"{count} body bytes received directly, but {remaining} may be")
+        self._decoder.remaining = remaining - count
+
     def take_buffered(self) -> bytes:
         """Remove and return the bytes fed but not yet parsed (e.g. a tunnel's first bytes)."""
         data = bytes(self._buffer)
