@@ -11,6 +11,8 @@
     the very table the parser runs on;
 ``ladder-*``
     ladder diagrams of real TLS 1.2, 1.3 and resumed handshakes (``proxy.capture``);
+``status-page``
+    a screenshot of the live status page after real traffic (headless Chromium);
 ``bench/*``
     the benchmark's charts from a ``--quick`` run (``proxy.bench``).
 
@@ -190,9 +192,63 @@ def draw_reader_states(out: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- from real runs
+def screenshot_status_page(out: Path) -> list[Path]:
+    """The live status page of a real proxy after some traffic, shot by headless Chromium."""
+    import http.client
+    import shutil
+    import socket
+    import ssl
+    import subprocess
+    import tempfile
+
+    from proxy import config as cfg
+    from proxy.origin import Origin
+    from proxy.pki import ensure_demo_certs
+    from proxy.server import ProxyServer
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("status page: skipped (chromium is not installed)", file=sys.stderr)
+        return []
+    with tempfile.TemporaryDirectory() as work:
+        pki = ensure_demo_certs(Path(work) / "pki")
+        origins = [Origin(name).start() for name in ("web-1", "web-2")]
+        config = cfg.validate(cfg.Config(
+            listeners=(cfg.ListenerConfig(cfg.Address("127.0.0.1", 0), "terminate",
+                                          (cfg.CertFiles(*pki.files("www.example.test")),)),),
+            pools=(cfg.PoolConfig("web", tuple(cfg.parse_backend(o.url, where="diagram") for o in origins)),),
+            routes=(cfg.RouteConfig("web"),), access_log=None, admin=cfg.Address("127.0.0.1", 0)))
+        server = ProxyServer(config).bind().start()
+        try:
+            port = server.addresses[0][1]
+            context = ssl.create_default_context(cafile=pki.ca)
+            session = None
+            for _ in range(12):  # some full and some resumed handshakes, a few requests each
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+                conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                                server_hostname="www.example.test", session=session)
+                for _ in range(3):
+                    conn.request("GET", "/", headers={"Host": "www.example.test"})
+                    conn.getresponse().read()
+                session = conn.sock.session
+                conn.close()
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / "status-page.png"
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            f"--user-data-dir={work}/chromium", "--window-size=900,640",
+                            "--virtual-time-budget=3000", f"--screenshot={path}", server.admin.url],
+                           capture_output=True, timeout=60, check=True)
+            return [path]
+        finally:
+            server.shutdown(grace=1.0)
+            for origin in origins:
+                origin.stop()
+
+
 def draw_from_runs(out: Path) -> list[Path]:
-    """Ladder diagrams and benchmark charts, if their modules are present."""
-    paths: list[Path] = []
+    """Ladder diagrams, the status page and benchmark charts, if their modules are present."""
+    paths: list[Path] = screenshot_status_page(out)
     try:
         from proxy.capture import ladder
     except ImportError:

@@ -53,6 +53,7 @@ class BackendConnection:
     idle_since: float = field(default_factory=time.monotonic)
     tls_version: str | None = None
     tls_resumed: bool = False
+    session_kept: bool = False  # its TLS session was saved for resumption
     server_name: str | None = None  # the SNI it was opened with, when the caller chose one
 
     def close(self) -> None:
@@ -177,11 +178,17 @@ class ConnectionPool:
         return tls
 
     def remember_session(self, conn: BackendConnection) -> None:
-        """Keep the TLS session (TLS 1.3 tickets arrive after the first read)."""
-        if isinstance(conn.sock, ssl.SSLSocket):
+        """Keep the TLS session (TLS 1.3 tickets arrive after the first read).
+
+        Once per connection: reading ``SSLSocket.session`` copies the session (for
+        TLS 1.3 CPython serialises and parses it), which costs about as much as a
+        whole keep-alive request, so it is not repeated after every response.
+        """
+        if isinstance(conn.sock, ssl.SSLSocket) and not conn.session_kept:
             session = conn.sock.session
             if session is not None and session.has_ticket:
                 self.sessions[_slot(conn.backend, conn.server_name)] = session
+                conn.session_kept = True
 
 
 def _slot(backend: Backend, server_name: str | None) -> str:
