@@ -21,7 +21,7 @@ help:
 	@echo "make notebooks  execute every notebook into build/notebooks"
 	@echo "make lab        start Jupyter Lab on notebooks/"
 	@echo "make diagrams   regenerate the figures under diagrams/"
-	@echo "make check LAB=N  check lab exercise N"
+	@echo "make check LAB=N  check lab exercise N (LAB=\"N --solution\" checks the reference solution)"
 
 venv: $(STAMP)
 
