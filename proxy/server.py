@@ -390,10 +390,11 @@ class ProxyServer:
             return False
         conn.handshake_ms = (time.perf_counter() - started) * 1000
         # Record these now: after the peer closes, version() returns None (FACTS.md).
-        conn.tls_version = tls.version()
-        conn.tls_cipher = (tls.cipher() or ("?",))[0]
-        conn.tls_resumed = tls.session_reused
-        conn.server_name = getattr(tls, "server_name_indication", None)
+        info = contexts.describe(tls)
+        conn.tls_version = info["version"]
+        conn.tls_cipher = info["cipher"] or "?"
+        conn.tls_resumed = info["session_reused"]
+        conn.server_name = info["server_name"]  # the SNI the client sent (None without one)
         with self.stats.lock:
             if conn.tls_resumed:
                 self.stats.handshakes_resumed += 1

@@ -155,7 +155,7 @@ def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: li
     lines = [f"TLS Termination Lab capture: {bundle.title}",
              f"  {bundle.metadata.get('picture', '')}: {bundle.metadata.get('summary', '')}",
              f"  made with: {bundle.metadata.get('command', '?')}",
-             f"  hosts: " + ", ".join(f"{h} {a}" for h, a in bundle.hosts.items()), ""]
+             "  hosts: " + ", ".join(f"{h} {a}" for h, a in bundle.hosts.items()), ""]
     for leg, check in decryptions.items():
         lines += [f"== {leg} leg ({' <-> '.join(bundle.legs[leg].ends)}, {bundle.legs[leg].pcap.name})",
                   check.format(), ""]

@@ -40,15 +40,15 @@ from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, N
 from proxy.routing import normalize_host
 
 VIA = "1.1 tlsproxy"
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
+FLUSH_AT = 256 * 1024  # coalesce small pieces into one TLS write up to this size
+DIRECT_COPY_AT = 64 * 1024  # a Content-Length body with more to come is copied socket to socket
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def via(version: str) -> str:
     """RFC 9110 §7.6.3: Via names the protocol version of the message *received*."""
     return f"{version.removeprefix('HTTP/')} tlsproxy"
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
-FLUSH_AT = 256 * 1024  # coalesce small pieces into one TLS write up to this size
-DIRECT_COPY_AT = 64 * 1024  # a Content-Length body with more to come is copied socket to socket
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class AbortConnection(Exception):

@@ -8,7 +8,6 @@ import json
 import socket
 import time
 
-import pytest
 
 from proxy import config as cfg
 from tests.conftest import API, WWW, client_context, tls_connect
