@@ -20,7 +20,7 @@ from proxy.errors import ConfigError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("proxy.server", "run the proxy (terminate, reencrypt, passthrough or forward)"),
-    "demo": ("proxy.demo", "start two origins and the proxy, show TLS termination at work"),
+    "demo": ("proxy.demo", "start demo origins and the proxy on loopback, show TLS termination at work"),
     "origin": ("proxy.origin", "run a demo origin server that says who it is"),
     "certs": ("proxy.pki", "write a development CA and leaf certificates"),
     "export": ("proxy.nginx", "write the nginx configuration equivalent to a TOML config"),
