@@ -16,7 +16,7 @@ export MPLBACKEND      := Agg
 .PHONY: demo test venv notebooks lab diagrams check clean help
 
 help:
-	@echo "make demo       start two origins and the TLS-terminating proxy, send requests, keep serving"
+	@echo "make demo       start three demo origins and the TLS-terminating proxy, send requests, keep serving"
 	@echo "make test       run the whole test suite (unit, integration, notebooks)"
 	@echo "make notebooks  execute every notebook into build/notebooks"
 	@echo "make lab        start Jupyter Lab on notebooks/"
