@@ -34,7 +34,7 @@ import struct
 import time
 
 from proxy import http1
-from proxy.drive import RECV_SIZE, Deadline, next_event, recv_some, set_timeout
+from proxy.drive import Deadline, next_event, recv_some, set_timeout
 from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, NotFound,
                           ProtocolError, ProxyError, RequestTimeout, UpstreamError, render_error)
 from proxy.routing import normalize_host
@@ -43,6 +43,7 @@ VIA = "1.1 tlsproxy"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 FLUSH_AT = 256 * 1024  # coalesce small pieces into one TLS write up to this size
 DIRECT_COPY_AT = 64 * 1024  # a Content-Length body with more to come is copied socket to socket
+COPY_SIZE = 256 * 1024  # the direct copy's buffer: made once per connection, reused (no mmap per read)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -465,7 +466,7 @@ class Exchange:
         """
         handler = self.handler
         if handler.copy_buffer is None:
-            handler.copy_buffer = bytearray(RECV_SIZE)
+            handler.copy_buffer = bytearray(COPY_SIZE)
         buffer = handler.copy_buffer
         view = memoryview(buffer)
         sock = conn.sock
