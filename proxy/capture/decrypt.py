@@ -269,7 +269,12 @@ def decrypt_with_tshark(pcap: str | Path, key_log: str | Path | None = None, ser
                         server_rsa_key: str | Path | None = None) -> Decryption:
     if not tshark_path():
         return Decryption("tshark", error="tshark is not installed (apt-get install tshark)")
+    server_ports = list(server_ports)
     options = []
+    for port in server_ports:
+        # "Decode as": tshark finds TLS on other ports only by a heuristic, which now and
+        # then misses a stream (seen on a resumed connection); naming the port is exact.
+        options += ["-d", f"tcp.port=={port},tls"]
     if key_log:
         options += ["-o", f"tls.keylog_file:{key_log}"]
     if server_rsa_key:
