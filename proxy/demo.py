@@ -15,14 +15,12 @@ What it does, in order:
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import socket
-import ssl
 import sys
 
 from proxy import config as cfg
+from proxy.clients import https_get
 from proxy.errors import ConfigError
 from proxy.origin import Origin
 from proxy.pki import ensure_demo_certs
@@ -50,24 +48,16 @@ def build_config(pki, port: int, origins: dict[str, Origin], access_log: str | N
 
 def fetch(port: int, ca: str, host: str, path: str) -> dict:
     """One HTTPS request, as a browser would make it to https://host:port/path."""
-    context = ssl.create_default_context(cafile=ca)
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-    conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=host)
-    try:
-        conn.request("GET", path, headers={"Host": host})
-        response = conn.getresponse()
-        body = json.loads(response.read())
-        cert = conn.sock.getpeercert()
-        return {
-            "status": response.status,
-            "certificate": dict(x[0] for x in cert["subject"])["commonName"],
-            "tls": conn.sock.version(),
-            "cipher": conn.sock.cipher()[0],
-            "origin": body["origin"],
-            "origin_saw": body,
-        }
-    finally:
-        conn.close()
+    reply = https_get(("127.0.0.1", port), host, path, ca=ca)
+    body = reply.json
+    return {
+        "status": reply.status,
+        "certificate": reply.tls.certificate,
+        "tls": reply.tls.version,
+        "cipher": reply.tls.cipher,
+        "origin": body["origin"],
+        "origin_saw": body,
+    }
 
 
 def header(seen: dict, name: str) -> str:
