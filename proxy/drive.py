@@ -14,11 +14,15 @@ same shape, borrowed from h11 and httpcore::
 needs: a per-read ``timeout`` (how long one ``recv`` may wait) and an overall
 ``deadline`` (how long the whole head may take, so a client sending one byte every
 few seconds, the *slowloris* attack, cannot hold a thread forever).
+
+The module also holds the small socket chores every connection ends with
+(``send_close_notify``, ``close_quietly``), shared by the server and the pool.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -73,3 +77,26 @@ def next_event(reader: Any, sock: socket.socket, need_data: object, *, timeout: 
             reader.feed(data)
         else:
             reader.feed_eof()
+
+
+def send_close_notify(sock: ssl.SSLSocket) -> None:
+    """End the TLS stream with close_notify, "no more data" (RFC 8446 §6.1).
+
+    Without it a client cannot tell a close-delimited body that ended from one cut
+    short (a truncation attack; RFC 9112 §9.8), so it is sent after a clean end and
+    never after an aborted response.  Non-blocking: OpenSSL writes the alert and
+    returns at "want read"; the peer's own close_notify is not waited for.
+    """
+    try:
+        sock.setblocking(False)
+        sock.unwrap()
+    except (OSError, ValueError):  # ssl.SSLWantReadError (the usual case), or already shut
+        pass
+
+
+def close_quietly(sock: socket.socket) -> None:
+    """Close without ceremony (for TLS, call ``send_close_notify`` first when due)."""
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from proxy.balancer import Backend
+from proxy.drive import close_quietly, send_close_notify
 from proxy.errors import BadGateway, GatewayTimeout, UpstreamTLSError
 from proxy.http1 import ResponseReader, Limits as HTTPLimits
 
@@ -57,8 +58,6 @@ class BackendConnection:
     server_name: str | None = None  # the SNI it was opened with, when the caller chose one
 
     def close(self) -> None:
-        from proxy.server import close_quietly, send_close_notify
-
         if isinstance(self.sock, ssl.SSLSocket):
             send_close_notify(self.sock)  # a deliberate close, not a truncation (RFC 8446 §6.1)
         close_quietly(self.sock)

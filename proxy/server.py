@@ -45,6 +45,7 @@ from typing import Callable, TextIO
 
 from proxy import config as cfg
 from proxy.balancer import Balancer
+from proxy.drive import close_quietly, send_close_notify
 from proxy.errors import ConfigError
 from proxy.pool import ConnectionPool
 from proxy.routing import Router
@@ -474,29 +475,6 @@ def install_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
 def wake(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def send_close_notify(sock: ssl.SSLSocket) -> None:
-    """End the TLS stream with close_notify, "no more data" (RFC 8446 §6.1).
-
-    Without it a client cannot tell a close-delimited body that ended from one cut
-    short (a truncation attack; RFC 9112 §9.8), so it is sent after a clean end and
-    never after an aborted response.  Non-blocking: OpenSSL writes the alert and
-    returns at "want read"; the peer's own close_notify is not waited for.
-    """
-    try:
-        sock.setblocking(False)
-        sock.unwrap()
-    except (OSError, ValueError):  # ssl.SSLWantReadError (the usual case), or already shut
-        pass
-
-
-def close_quietly(sock: socket.socket) -> None:
-    """Close without ceremony (for TLS, call ``send_close_notify`` first when due)."""
-    try:
-        sock.close()
     except OSError:
         pass
 

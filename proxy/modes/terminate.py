@@ -39,7 +39,6 @@ from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, N
                           ProtocolError, ProxyError, RequestTimeout, UpstreamError, render_error)
 from proxy.routing import normalize_host
 
-VIA = "1.1 tlsproxy"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 FLUSH_AT = 256 * 1024  # coalesce small pieces into one TLS write up to this size
 DIRECT_COPY_AT = 64 * 1024  # a Content-Length body with more to come is copied socket to socket
@@ -374,7 +373,7 @@ class Exchange:
         assert isinstance(end, http1.EndOfMessage)
         if response.status != 101 and self.request.version == "HTTP/1.1":
             out, _ = http1.prepare_downstream_response(response, client_version="HTTP/1.1",
-                                                       request_method=self.request.method, via=VIA)
+                                                       request_method=self.request.method, via=via(response.version))
             self.handler.client_send(http1.serialize_response_head(out))
         conn.reader.expect_response_to(self.request.method)
 
@@ -385,7 +384,7 @@ class Exchange:
             raise GatewayTimeout(f"backend {self.backend.name} did not answer within "
                                  f"{self.server.timeouts.backend_read:g}s") from None
         except ProtocolError as error:
-            if before_head and conn.reused and isinstance(error, getattr(http1, "IncompleteMessage", ())):
+            if before_head and conn.reused and isinstance(error, http1.IncompleteMessage):
                 raise _RetryableFailure(str(error)) from None
             raise InvalidUpstreamResponse(f"backend {self.backend.name} sent an invalid response: {error}") from None
         except (OSError, ssl.SSLError) as error:
