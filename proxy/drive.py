@@ -15,6 +15,20 @@ needs: a per-read ``timeout`` (how long one ``recv`` may wait) and an overall
 ``deadline`` (how long the whole head may take, so a client sending one byte every
 few seconds, the *slowloris* attack, cannot hold a thread forever).
 
+Every socket in the proxy has a timeout, kept one of two ways:
+
+* **Python's** (``settimeout``): the socket is non-blocking and Python polls before
+  every ``recv``/``send``.  TLS sockets must use this one: Python's ssl module
+  retries a read or write that the kernel timed out, for ever.
+* **The kernel's** (``kernel_timeouts``): a blocking socket with ``SO_RCVTIMEO`` and
+  ``SO_SNDTIMEO``, so each ``recv``/``send`` is one system call instead of two.  The
+  plain-HTTP backend connections use it; an expired wait surfaces as
+  ``BlockingIOError`` (EAGAIN), which ``recv_some`` and ``send_all`` turn back
+  into ``TimeoutError`` so callers see one kind of timeout.
+
+Changing either costs a system call, so ``set_timeout`` only changes it when the
+value differs (strace showed two ioctls per keep-alive request before it did).
+
 The module also holds the small socket chores every connection ends with
 (``send_close_notify``, ``close_quietly``), shared by the server and the pool.
 """
@@ -23,7 +37,9 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import time
+import weakref
 from typing import Any
 
 # Reads of up to 64 KiB: large enough for few system calls (FACTS: 64-256 KB), and below
@@ -33,9 +49,31 @@ from typing import Any
 RECV_SIZE = 64 * 1024
 
 
+# The kernel timeout of each kernel-timed socket (a socket has no room for attributes).
+_KERNEL_TIMEOUTS: "weakref.WeakKeyDictionary[socket.socket, float]" = weakref.WeakKeyDictionary()
+
+
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Make ``sock`` blocking, with ``seconds`` as the kernel's limit on every recv and send."""
+    sock.settimeout(None)
+    _set_kernel_timeout(sock, seconds)
+
+
+def _set_kernel_timeout(sock: socket.socket, seconds: float) -> None:
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))  # struct timeval
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    _KERNEL_TIMEOUTS[sock] = seconds
+
+
 def set_timeout(sock: socket.socket, seconds: float) -> None:
-    """``sock.settimeout`` only when it changes: each call is a system call (ioctl)."""
-    if sock.gettimeout() != seconds:
+    """Give ``sock`` this timeout, only when it changes: each change is a system call."""
+    current = sock.gettimeout()
+    if current is None and sock in _KERNEL_TIMEOUTS:
+        if _KERNEL_TIMEOUTS[sock] != seconds:
+            _set_kernel_timeout(sock, seconds)
+    elif current != seconds:
         sock.settimeout(seconds)
 
 
@@ -50,13 +88,24 @@ def recv_some(sock: socket.socket, timeout: float, deadline: float | None = None
         if remaining <= 0:
             raise Deadline("deadline passed")
         if remaining < timeout:
-            sock.settimeout(remaining)  # a shrinking deadline: always a new value
+            set_timeout(sock, remaining)  # a shrinking deadline: always a new value
             try:
                 return sock.recv(RECV_SIZE)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 raise Deadline("deadline passed") from None
     set_timeout(sock, timeout)
-    return sock.recv(RECV_SIZE)
+    try:
+        return sock.recv(RECV_SIZE)
+    except BlockingIOError:  # a kernel-timed socket's SO_RCVTIMEO expired
+        raise TimeoutError("timed out") from None
+
+
+def send_all(sock: socket.socket, data) -> None:
+    """``sock.sendall(data)``; a kernel-timed socket's expired SO_SNDTIMEO is a TimeoutError too."""
+    try:
+        sock.sendall(data)
+    except BlockingIOError:
+        raise TimeoutError("timed out") from None
 
 
 def next_event(reader: Any, sock: socket.socket, need_data: object, *, timeout: float,

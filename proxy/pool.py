@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from proxy.balancer import Backend
-from proxy.drive import close_quietly, send_close_notify
+from proxy.drive import close_quietly, kernel_timeouts, send_close_notify
 from proxy.errors import BadGateway, GatewayTimeout, UpstreamTLSError
 from proxy.http1 import ResponseReader, Limits as HTTPLimits
 
@@ -67,10 +67,11 @@ class ConnectionPool:
     """Idle keep-alive connections for every backend of the proxy."""
 
     def __init__(self, *, http_limits: HTTPLimits, connect_timeout: float, idle_timeout: float,
-                 max_idle: int, tls_contexts: dict[str, ssl.SSLContext] | None = None,
+                 max_idle: int, io_timeout: float = 60.0, tls_contexts: dict[str, ssl.SSLContext] | None = None,
                  tls_server_names: dict[str, str | None] | None = None):
         self.http_limits = http_limits
         self.connect_timeout = connect_timeout
+        self.io_timeout = io_timeout  # each read from and write to a backend (backend_read)
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
         self.tls_contexts = tls_contexts or {}  # backend key (pool/url) -> client SSLContext
@@ -155,8 +156,13 @@ class ConnectionPool:
         conn = BackendConnection(backend, sock, ResponseReader(self.http_limits), server_name=server_name)
         if backend.tls:
             conn.sock = self._start_tls(backend, sock, server_name)
+            conn.sock.settimeout(self.io_timeout)
             conn.tls_version = conn.sock.version()
             conn.tls_resumed = conn.sock.session_reused
+        else:
+            # Plain HTTP: the kernel keeps the timeout, so each recv and send is one
+            # system call, not a poll() and then the call (proxy.drive).
+            kernel_timeouts(sock, self.io_timeout)
         self.opened += 1
         return conn
 

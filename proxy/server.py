@@ -281,6 +281,7 @@ class ProxyServer:
             http_limits=self.limits.http,
             connect_timeout=self.timeouts.backend_connect,
             idle_timeout=self.timeouts.pool_idle,
+            io_timeout=self.timeouts.backend_read,
             max_idle=self.limits.pool_max_idle,
             tls_contexts=tls_contexts,
             tls_server_names=server_names,

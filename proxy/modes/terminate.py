@@ -28,13 +28,11 @@ Three promises a proxy must keep, and where they are kept:
 
 from __future__ import annotations
 
-import socket
 import ssl
-import struct
 import time
 
 from proxy import http1
-from proxy.drive import Deadline, next_event, recv_some, set_timeout
+from proxy.drive import Deadline, next_event, recv_some, send_all, set_timeout
 from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, NotFound,
                           ProtocolError, ProxyError, RequestTimeout, UpstreamError, render_error)
 from proxy.routing import normalize_host
@@ -98,19 +96,32 @@ class HTTPConnectionHandler:
         sit idle for ``idle_keepalive`` seconds; but from the first byte of a head, the
         whole head must arrive within ``header_read`` seconds.  A per-read timeout
         alone would let a client send one byte every few seconds for ever (slowloris).
+
+        The idle wait is a deadline too, waited out in reads of at most the send
+        timeout: that is the timeout the socket keeps between requests, because
+        switching it back and forth costs a system call each way, every request.
         """
         reader = self.reader
         header_read = self.timeouts.header_read
-        deadline = None
+        deadline = idle_until = None
         if self.conn.requests == 0 or reader.buffered:  # a new connection, or a pipelined head
             deadline = time.monotonic() + header_read
+        else:
+            idle_until = time.monotonic() + self.timeouts.idle_keepalive
         try:
             while True:
                 event = reader.next_event()
                 if event is not http1.NEED_DATA:
                     break
-                timeout = self.timeouts.idle_keepalive if deadline is None else header_read
-                data = recv_some(self.sock, timeout, deadline)
+                if deadline is None:
+                    try:
+                        data = recv_some(self.sock, self.timeouts.send, idle_until)
+                    except Deadline:
+                        raise
+                    except TimeoutError:
+                        continue  # one read's limit, not the idle limit: wait on
+                else:
+                    data = recv_some(self.sock, header_read, deadline)
                 if data:
                     self.bytes_in += len(data)
                     if deadline is None:
@@ -347,7 +358,7 @@ class Exchange:
 
     def backend_send(self, sock, data) -> None:
         try:
-            sock.sendall(data)
+            send_all(sock, data)
         except TimeoutError:
             raise GatewayTimeout(f"backend {self.backend.name} stopped reading the request") from None
         except (OSError, ssl.SSLError) as error:
@@ -471,31 +482,17 @@ class Exchange:
         sock = conn.sock
         reader = conn.reader
         timeout = self.server.timeouts.backend_read
-        kernel_timeout = not isinstance(sock, ssl.SSLSocket)
-        if kernel_timeout:
-            # A Python socket timeout costs a poll() before every recv.  For a plain
-            # socket the kernel can keep the time instead (SO_RCVTIMEO on a blocking
-            # socket): one system call per piece.  (Not for TLS sockets: Python's ssl
-            # module would retry a timed-out read for ever.)
-            sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
-        try:
-            while (remaining := reader.body_remaining()):
-                if not kernel_timeout:
-                    set_timeout(sock, timeout)
-                try:
-                    count = sock.recv_into(buffer, min(len(buffer), remaining))
-                except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO expired
-                    raise GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s") from None
-                if not count:
-                    raise http1.IncompleteMessage(f"backend closed with {remaining} body bytes missing")
-                reader.body_received_directly(count)
-                self.response_bytes += count
-                self.flush(view[:count])
-        finally:
-            if kernel_timeout:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
-                sock.settimeout(timeout)
+        set_timeout(sock, timeout)  # a no-op for plain backends: the kernel keeps it (proxy.drive)
+        while (remaining := reader.body_remaining()):
+            try:
+                count = sock.recv_into(buffer, min(len(buffer), remaining))
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's SO_RCVTIMEO expired
+                raise GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s") from None
+            if not count:
+                raise http1.IncompleteMessage(f"backend closed with {remaining} body bytes missing")
+            reader.body_received_directly(count)
+            self.response_bytes += count
+            self.flush(view[:count])
 
     def flush(self, pending: bytearray) -> None:
         self.response_started = True
@@ -521,12 +518,6 @@ class Exchange:
             f'{handler.conn.client} "{request.method} {request.target} {request.version}" {status} '
             f"{self.response_bytes} backend={backend} {handler.conn.tls_summary()} time={seconds * 1000:.1f}ms{note}"
         )
-
-
-def _timeval(seconds: float) -> bytes:
-    """A ``struct timeval`` for SO_RCVTIMEO."""
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 class _RetryableFailure(Exception):

@@ -163,6 +163,19 @@ def test_idle_keepalive_closes_an_idle_connection(start):
     assert client.end == "close_notify" and 0.4 < waited < 4
 
 
+def test_idle_wait_longer_than_the_send_timeout_is_waited_out_in_steps(start):
+    # Between requests the socket keeps the (shorter) send timeout; the idle limit is a
+    # deadline over several such reads, so the connection lives for idle_keepalive.
+    proxy = start(timeouts="idle_keepalive = 1.5\nsend = 0.3")
+    with RawTLSClient(proxy.port, proxy.ca) as client:
+        client.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        assert client.read_response().status == 200
+        started = time.monotonic()
+        assert client.read_until_closed(timeout=6) == b""
+        waited = time.monotonic() - started
+    assert client.end == "close_notify" and 1.3 < waited < 4
+
+
 def test_handshake_timeout_drops_a_silent_client(start):
     proxy = start(timeouts="handshake = 0.5")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
