@@ -45,7 +45,7 @@ class Workload:
     title: str
     kind: str  # "keepalive" (requests on kept connections), "newconn" (a connection per request),
     #            "upload" (POST a body on kept connections), "idle" (hold connections open)
-    path: str = "/bytes/1k"  # the origin's generated-bytes endpoint (proxy/origin.py)
+    path: str = "/bytes/1k"  # the origin's generated-bytes endpoint (proxy/origin/handlers.py)
     upload_size: int = 0
     tls_version: str = "1.3"
     cert: str = "ecdsa"  # "ecdsa" (P-256) or "rsa" (2048): the certificate the client is shown

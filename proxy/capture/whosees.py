@@ -28,7 +28,7 @@ TLS 1.3); the client's address if it is a TCP endpoint of the leg or appears in 
 readable bytes (``X-Forwarded-For``).  Nothing in the table is assumed from the setup's
 name: change the proxy (say, stop it adding X-Forwarded-For) and the table changes.
 
-The origin also *says* what it saw: its JSON answer (``proxy/origin.py``) is compared
+The origin also *says* what it saw: its JSON answer (``proxy/origin/``) is compared
 with the computed row in ``origin_log``.
 """
 
