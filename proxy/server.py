@@ -4,17 +4,19 @@ Theory of operation
 -------------------
 ::
 
-    listener thread ──accept()──▶ WorkerPool ──▶ connection thread ──▶ mode handler
-      (one per address)            (bounded,       (TLS handshake,       (terminate,
-                                    pre-started)    timeouts)             passthrough, forward)
+    connection threads, taking turns in accept() ──▶ TLS handshake ──▶ mode handler
+      (proxy.acceptors: bounded, pre-started)          (timeouts)        (terminate,
+                                                                          passthrough, forward)
 
-* Each listening address has one thread blocked in ``accept()``.  Before accepting
-  it takes a *slot*: at most ``max_connections`` connections exist at once, and when
-  they are all taken new clients wait in the kernel's backlog instead of each costing
-  a thread (the bound that keeps a flood from exhausting memory).
+* Idle connection threads wait in ``accept()`` themselves, and the one the kernel
+  wakes serves that connection (leader/followers, ``proxy.acceptors``): no hand-off
+  from an accepting thread to a worker.  Before accepting a thread takes a *slot*: at
+  most ``max_connections`` connections exist at once, and when they are all taken
+  new clients wait in the kernel's backlog instead of each costing a thread (the
+  bound that keeps a flood from exhausting memory).
 * A connection is served by one thread from start to end, which makes the code
-  read top to bottom like the protocol.  Threads are kept warm in a ``WorkerPool``
-  (creating one costs ~60 µs, a third of a TLS handshake), with a small stack.
+  read top to bottom like the protocol.  Threads are kept warm (creating one costs
+  ~60 µs, a third of a TLS handshake), with a small stack.
 * Every socket operation has a timeout (``config.Timeouts``); nothing waits forever.
 * SIGINT/SIGTERM start a *graceful shutdown*: listeners close (new connections are
   refused), idle keep-alive connections are closed, requests in flight finish, and
@@ -32,7 +34,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import queue
 import signal
 import socket
 import ssl
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
 from proxy import config as cfg
+from proxy.acceptors import Acceptors
 from proxy.balancer import Balancer
 from proxy.drive import close_quietly, send_close_notify
 from proxy.errors import ConfigError
@@ -152,79 +154,6 @@ class ClientConnection:
                 f"handshake={kind}/{self.handshake_ms:.1f}ms")
 
 
-# --------------------------------------------------------------------------- threads
-class WorkerPool:
-    """A cached pool of threads: reuse idle ones, start more up to a bound.
-
-    ``submit`` never blocks: the listener has already taken a slot, so the number of
-    tasks never exceeds ``max_workers``.  Idle threads above ``min_spare`` exit after
-    ``idle_ttl`` seconds, so a burst does not leave a thousand threads behind.
-    """
-
-    def __init__(self, max_workers: int, *, min_spare: int = 8, idle_ttl: float = 30.0, name: str = "conn"):
-        self.max_workers = max_workers
-        self.min_spare = min_spare
-        self.idle_ttl = idle_ttl
-        self.name = name
-        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.workers = 0
-        self.idle = 0
-        self.serial = 0
-
-    def prestart(self, count: int) -> None:
-        for _ in range(min(count, self.max_workers)):
-            self._spawn()
-
-    def submit(self, task: Callable[[], None]) -> None:
-        with self.lock:
-            spawn = self.idle == 0 and self.workers < self.max_workers
-            if spawn:
-                self._spawn_locked()
-            else:
-                self.idle -= 1  # reserve an idle worker for this task
-        self.tasks.put(task)
-
-    def _spawn(self) -> None:
-        with self.lock:
-            self._spawn_locked()
-            self.idle += 1
-
-    def _spawn_locked(self) -> None:
-        self.workers += 1
-        self.serial += 1
-        thread = threading.Thread(target=self._run, name=f"{self.name}-{self.serial}", daemon=True)
-        thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                task = self.tasks.get(timeout=self.idle_ttl)
-            except queue.Empty:
-                with self.lock:
-                    if self.workers > self.min_spare and self.idle > 0:
-                        self.workers -= 1
-                        self.idle -= 1
-                        return
-                continue
-            if task is None:  # shutdown
-                with self.lock:
-                    self.workers -= 1
-                    self.idle -= 1
-                return
-            try:
-                task()
-            finally:
-                with self.lock:
-                    self.idle += 1
-
-    def stop(self) -> None:
-        with self.lock:
-            count = self.workers
-        for _ in range(count):
-            self.tasks.put(None)
-
-
 # --------------------------------------------------------------------------- the server
 class ProxyServer:
     """All listeners of one configuration, and everything they share."""
@@ -247,13 +176,12 @@ class ProxyServer:
         self.handlers = {m: importlib.import_module(f"proxy.modes.{m}").handle
                          for m in {listener.mode for listener in config.listeners}}
         self.slots = threading.BoundedSemaphore(self.limits.max_connections)
-        self.workers = WorkerPool(self.limits.max_connections, idle_ttl=self.timeouts.worker_idle)
+        self.acceptors: list[Acceptors] = []  # one set of connection threads per listener
         self.listen_sockets: list[tuple[socket.socket, cfg.ListenerConfig]] = []
         self.connections: set[ClientConnection] = set()
         self.connections_lock = threading.Lock()
         self.draining = False
         self.stopped = threading.Event()
-        self.threads: list[threading.Thread] = []
         self.health_checker = None
         self.admin = None  # the status page (proxy.admin), when config.admin is set
         self.hooks: list[Callable[["ProxyServer"], None]] = []  # run at start (e.g. the status page)
@@ -314,12 +242,11 @@ class ProxyServer:
         if not self.listen_sockets:
             self.bind()
         threading.stack_size(THREAD_STACK_SIZE)
-        self.workers.prestart(8)
         for sock, listener in self.listen_sockets:
-            thread = threading.Thread(target=self._accept_loop, args=(sock, listener),
-                                      name=f"listen-{listener.listen}", daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            serve = self._connection_server(listener)
+            self.acceptors.append(Acceptors(
+                sock, serve, self.slots, lambda: self.draining, max_threads=self.limits.max_connections + 1,
+                idle_ttl=self.timeouts.worker_idle, name=f"conn-{listener.listen.port or 'any'}").start())
         if any(p.health.path for p in self.config.pools):
             from proxy.health import HealthChecker
 
@@ -337,24 +264,21 @@ class ProxyServer:
         return self
 
     # ------------------------------------------------------------------ accepting
-    def _accept_loop(self, listen_sock: socket.socket, listener: cfg.ListenerConfig) -> None:
+    def _connection_server(self, listener: cfg.ListenerConfig) -> Callable[[socket.socket, tuple], None]:
+        """What a connection thread runs for each connection it accepts on ``listener``."""
         handler = self.handlers[listener.mode]
         tls_context = self.tls_contexts.get(id(listener))
-        while not self.draining:
-            # Take a slot first: at the limit, new clients wait in the backlog.
-            if not self.slots.acquire(timeout=0.5):
-                continue
-            try:
-                sock, address = listen_sock.accept()
-            except OSError:
-                self.slots.release()
-                if self.draining:
-                    return
-                time.sleep(0.01)  # e.g. EMFILE: back off instead of spinning
-                continue
+
+        def serve(sock: socket.socket, address: tuple) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = ClientConnection(sock, address, listener)
-            self.workers.submit(lambda c=conn: self._serve(c, handler, tls_context))
+            self._serve(ClientConnection(sock, address, listener), handler, tls_context)
+
+        return serve
+
+    @property
+    def connection_threads(self) -> int:
+        """Threads serving or waiting for connections, over all listeners."""
+        return sum(a.threads for a in self.acceptors)
 
     def _serve(self, conn: ClientConnection, handler, tls_context: ssl.SSLContext | None) -> None:
         with self.connections_lock:
@@ -409,6 +333,7 @@ class ProxyServer:
     # ------------------------------------------------------------------ stopping
     def close_listeners(self) -> None:
         for sock, _ in self.listen_sockets:
+            Acceptors.wake(sock)  # threads blocked in accept() return; new clients are refused
             close_quietly(sock)
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -431,7 +356,6 @@ class ProxyServer:
                 break
             time.sleep(0.02)
         self.backend_pool.close_idle()
-        self.workers.stop()
         self.stopped.set()
 
     def serve_forever(self, stop_requested: threading.Event | None = None) -> None:

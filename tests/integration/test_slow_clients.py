@@ -72,7 +72,7 @@ def make_proxy(pki, origin_factory, proxy_factory):
         server = proxy_factory({"web": [origin.url]}, timeouts=timeouts)
         assert normal_request(server.port, pki, "warm-up") == 200  # the pooled backend connection exists now
         server.baseline_threads = threading.active_count()
-        server.baseline_workers = server.workers.workers
+        server.baseline_workers = server.connection_threads
         return server
     return make
 
@@ -85,8 +85,8 @@ def proxy(make_proxy):
 def assert_back_to_baseline(proxy) -> None:
     """No connection left, and the threads the burst started have exited."""
     assert wait_until(lambda: proxy.stats.connections_active == 0, 10), proxy.stats.snapshot()
-    assert wait_until(lambda: proxy.workers.workers <= proxy.baseline_workers, 10), \
-        f"{proxy.workers.workers} connection threads, baseline {proxy.baseline_workers}"
+    assert wait_until(lambda: proxy.connection_threads <= proxy.baseline_workers, 10), \
+        f"{proxy.connection_threads} connection threads, baseline {proxy.baseline_workers}"
     assert wait_until(lambda: threading.active_count() <= proxy.baseline_threads, 10), \
         f"{threading.active_count()} threads, baseline {proxy.baseline_threads}: " \
         f"{sorted(t.name for t in threading.enumerate())}"
