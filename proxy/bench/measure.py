@@ -106,10 +106,12 @@ def run_cell(running: RunningSetup, workload: Workload, ca: str, *, warmup: floa
         components = {**running.components, "client": [process.pid]}
         lines.expect("ready", warmup + SLACK)
         rss_before = cpu.rss_snapshot(running.components) if workload.kind == "idle" else None
+        switches_before = cpu.switch_snapshot(running.components)
         before, t0 = cpu.snapshot(components), time.perf_counter()
         _say(process, "go")
         lines.expect("done", duration + SLACK)
         after, t1 = cpu.snapshot(components), time.perf_counter()
+        switches_after = cpu.switch_snapshot(running.components)
         rss_after = cpu.rss_snapshot(running.components) if workload.kind == "idle" else None
         _say(process, "finish")
         result = lines.expect("result", SLACK)["result"]
@@ -122,12 +124,20 @@ def run_cell(running: RunningSetup, workload: Workload, ca: str, *, warmup: floa
             process.wait()
     spent = cpu.difference(after, before)
     measurement = _measurement(running, workload, "loadgen", result, spent, t1 - t0)
+    add_switches(measurement, cpu.switch_difference(switches_after, switches_before))
     if rss_before is not None:
         held = max(1, result["connections_held"])
         measurement["rss_bytes"] = {"before": rss_before, "after": rss_after}
         measurement["rss_growth_per_connection"] = {
             name: round((rss_after[name] - rss_before[name]) / held, 1) for name in rss_after}
     return measurement
+
+
+def add_switches(measurement: dict, switches: dict[str, int]) -> None:
+    """Context switches per request of each server component (see ``cpu.switch_snapshot``)."""
+    requests = measurement["requests"]
+    measurement["switches_per_request"] = {name: round(count / requests, 2) if requests else None
+                                           for name, count in switches.items()}
 
 
 def _say(process: subprocess.Popen, word: str) -> None:
@@ -233,6 +243,7 @@ def run_wrk_cell(running: RunningSetup, workload: Workload, *, duration: float, 
         argv += ["-H", "Connection: close"]  # wrk reconnects after every response: a handshake each
     argv.append(url)
     with open(os.devnull, "rb") as devnull:
+        switches_before = cpu.switch_snapshot(running.components)
         before, t0 = cpu.snapshot(running.components), time.perf_counter()
         process = subprocess.Popen(argv, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killer = threading.Timer(duration + SLACK, process.kill)  # bounded even if wrk hangs
@@ -242,10 +253,13 @@ def run_wrk_cell(running: RunningSetup, workload: Workload, *, duration: float, 
         process.returncode = os.waitstatus_to_exitcode(status)
         killer.cancel()
         after, t1 = cpu.snapshot(running.components), time.perf_counter()
+        switches_after = cpu.switch_snapshot(running.components)
     if process.returncode != 0:
         raise CellFailed(f"wrk {workload.name} on {running.name} exited {process.returncode}: {output.strip()[-200:]}")
     result = parse_wrk(output)
     result["connections_opened"] = result["requests"] if workload.kind == "newconn" else connections
     spent = cpu.difference(after, before)
     spent["client"] = cpu.CpuTimes(usage.ru_utime, usage.ru_stime)
-    return _measurement(running, workload, "wrk", result, spent, t1 - t0)
+    measurement = _measurement(running, workload, "wrk", result, spent, t1 - t0)
+    add_switches(measurement, cpu.switch_difference(switches_after, switches_before))
+    return measurement

@@ -62,7 +62,8 @@ def _value(row: dict, key: str) -> str:
 
 def format_vs_nginx(document: dict) -> str:
     lines = ["\ntlsproxy vs nginx (1 worker), same run, same machine; CPU of the proxy process per request",
-             f"  {'workload':<26}{'figure':<17}{'tlsproxy':>14}{'nginx (or floor)':>22}{'ratio':>9}{'target':>11}  met"]
+             f"  {'workload':<26}{'figure':<17}{'tlsproxy':>14}{'nginx (or floor)':>22}{'ratio':>9}{'target':>11}  met"
+             "  rounds"]
     for row in document.get("vs_nginx") or []:
         if row["figure"] == "rss_per_connection":
             ratio = "-"
@@ -75,8 +76,17 @@ def format_vs_nginx(document: dict) -> str:
         if row["figure"] == "rss_per_connection" and row["target"] is not None:
             target = f"<= {row['target'] / 1000:g} kB"
         met = {True: "yes", False: "NO", None: "-" if row["target"] is not None else ""}[row["met"]]
+        spread = row.get("rounds") or []
+        spread_text = f"{min(spread):.2f}-{max(spread):.2f}x" if len(spread) > 1 else ""  # one ratio per round
         lines.append(f"  {row['workload']:<26}{row['figure']:<17}{_value(row, 'proxy'):>14}{reference:>22}"
-                     f"{ratio:>9}{target:>11}  {met}")
+                     f"{ratio:>9}{target:>11}  {met:<3}  {spread_text}".rstrip())
+    for row in document.get("vs_nginx") or []:
+        switches = row.get("switches") or {}
+        if switches.get("proxy") is not None and switches.get("nginx") is not None:
+            # Why CPU differs where system calls nearly match: every wait puts a thread to
+            # sleep and wakes it again (proxy.bench.cpu.switch_snapshot).
+            lines.append(f"  context switches per request, {row['workload']}: tlsproxy {switches['proxy']:.1f}, "
+                         f"nginx {switches['nginx']:.1f}")
     floor = document.get("crypto_floor") or {}
     per_second, per_op = floor.get("per_second") or {}, floor.get("per_operation") or {}
     if per_second:

@@ -132,6 +132,8 @@ def summarize(measurements: list[dict]) -> list[dict]:
                                     max((m["system_cpu_us_per_request"] or 0) for m in ms)],
             "latency_us": {p: _median(m["latency_us"].get(p) for m in ms) for p in ("p50", "p90", "p99")},
             "proxy_bytes_per_cpu_second": _median(per_core_bytes(m) for m in ms),
+            "switches_per_request": {c: _median((m.get("switches_per_request") or {}).get(c) for m in ms)
+                                     for c in ("origin", "proxy")},
             "handshakes_resumed": sum(m.get("handshakes_resumed", 0) for m in ms),
             "connections_opened": sum(m.get("connections_opened", 0) for m in ms),
         }
@@ -164,8 +166,30 @@ def _cpu_ratio(summary, workload, client) -> tuple[float | None, float | None, f
     return a, b, (round(a / b, 2) if a and b else None)
 
 
-def nginx_ratios(summary: list[dict], floor: dict | None) -> list[dict]:
-    """The issue's targets, each with our figure, nginx's, the ratio and whether it is met."""
+def round_ratios(measurements: list[dict], workload: str, client: str = "loadgen", *,
+                 figure: str = "cpu_ratio", floor: float | None = None) -> list[float]:
+    """A target's figure in each round on its own (proxy and nginx ran side by side in it).
+
+    The summary's figure is of medians; these show how far one round strays from it
+    on this machine (nginx's own CPU per request moves by a third between runs here).
+    ``cpu_ratio`` is CPU per request over nginx's, ``per_core_ratio`` bytes per
+    CPU-second over nginx's, ``floor_fraction`` bytes per CPU-second over ``floor``."""
+    by_round: dict[int, dict[str, float]] = defaultdict(dict)
+    for m in measurements:
+        if m["workload"] == workload and m["client"] == client and m["setup"] in ("terminate", "nginx"):
+            value = m["cpu_us_per_request"].get("proxy") if figure == "cpu_ratio" else per_core_bytes(m)
+            if value:
+                by_round[m.get("round", 0)][m["setup"]] = value
+    if figure == "floor_fraction":
+        return [round(r["terminate"] / floor, 3) for _, r in sorted(by_round.items()) if "terminate" in r and floor]
+    return [round(r["terminate"] / r["nginx"], 2) for _, r in sorted(by_round.items())
+            if "terminate" in r and "nginx" in r]
+
+
+def nginx_ratios(summary: list[dict], floor: dict | None, measurements: list[dict] | None = None) -> list[dict]:
+    """The issue's targets, each with our figure, nginx's, the ratio and whether it is met.
+
+    With ``measurements``, every CPU ratio also carries ``rounds``: its value in each round."""
     rows = []
     aes = ((floor or {}).get("per_second") or {}).get("aes_256_gcm_bytes_per_s")
     for workload, figure, comparison, target, meaning in TARGETS:
@@ -191,6 +215,11 @@ def nginx_ratios(summary: list[dict], floor: dict | None) -> list[dict]:
         rows.append({"workload": workload, "figure": figure, "meaning": meaning, "proxy": proxy_value,
                      "reference": nginx_value, "unit": unit, "value": value, "comparison": comparison,
                      "target": target, "met": _meets(value, comparison, target)})
+        if measurements and figure != "rss_per_connection":
+            rows[-1]["rounds"] = round_ratios(measurements, workload, figure=figure, floor=aes)
+        if figure == "cpu_ratio" and ours_row and nginx_row:
+            rows[-1]["switches"] = {"proxy": (ours_row.get("switches_per_request") or {}).get("proxy"),
+                                    "nginx": (nginx_row.get("switches_per_request") or {}).get("proxy")}
     ours_bulk, nginx_bulk = find(summary, "bulk-1m", "terminate"), find(summary, "bulk-1m", "nginx")
     if ours_bulk and nginx_bulk and ours_bulk["bytes_per_second"] and nginx_bulk["bytes_per_second"]:
         # What the client saw, wall clock: bounded by whichever process saturates first on a
@@ -204,7 +233,8 @@ def nginx_ratios(summary: list[dict], floor: dict | None) -> list[dict]:
         if value is not None:
             rows.append({"workload": workload, "figure": "cpu_ratio", "meaning": "proxy CPU/request over nginx's",
                          "proxy": proxy_value, "reference": nginx_value, "unit": "µs/req", "value": value,
-                         "comparison": None, "target": None, "met": None})
+                         "comparison": None, "target": None, "met": None,
+                         "rounds": round_ratios(measurements or [], workload)})
     for workload in ("keepalive-1k", "newconn"):  # the same two targets with wrk as the client
         proxy_value, nginx_value, value = _cpu_ratio(summary, workload, "wrk")
         if value is not None:

@@ -243,7 +243,8 @@ def run_benchmark(options: Options) -> dict:
     run_rounds(options, setups, pki, workdir, document)
     run_idle(options, setups, pki, workdir, document)
     document["summary"] = results.summarize(document["measurements"])
-    document["vs_nginx"] = results.nginx_ratios(document["summary"], document["crypto_floor"])
+    document["vs_nginx"] = results.nginx_ratios(document["summary"], document["crypto_floor"],
+                                                  document["measurements"])
     if options.profile:
         document["profile"] = profile_proxy(pki, workdir, out, seconds=options.profile_seconds,
                                             warmup=options.warmup, workload_name=options.profile_workload)

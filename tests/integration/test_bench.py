@@ -124,6 +124,10 @@ def test_table_and_ratios_are_printed(quick_run):
     assert ("keepalive-1k", "cpu_ratio") in targets and ("newconn", "cpu_ratio") in targets
     keepalive = next(r for r in document["vs_nginx"] if (r["workload"], r["figure"]) == ("keepalive-1k", "cpu_ratio"))
     assert keepalive["value"] is not None and keepalive["met"] in (True, False)
+    # One ratio per round, each from that round's own pair of measurements, around the median's.
+    assert len(keepalive["rounds"]) == 2
+    assert min(keepalive["rounds"]) <= keepalive["value"] * 1.01 and max(keepalive["rounds"]) >= keepalive["value"] * 0.99
+    assert f"{min(keepalive['rounds']):.2f}-{max(keepalive['rounds']):.2f}x" in done.stdout
 
 
 def test_every_process_was_stopped(quick_run):

@@ -116,3 +116,54 @@ def test_a_process_that_is_gone_is_a_lookup_error():
 def test_rss_of_this_process_is_plausible():
     rss = cpu.rss_bytes(os.getpid())
     assert 5 << 20 < rss < 4 << 30  # a Python interpreter with pytest loaded: megabytes, not bytes
+
+
+
+# A thread that naps N times (each sleep is one voluntary context switch), then waits,
+# still alive, until told to end.
+SLEEPER = textwrap.dedent("""
+    import sys, threading, time
+
+    finished = threading.Event()
+
+    def nap(times):
+        for _ in range(times):
+            time.sleep(0.002)
+        print("done", flush=True)
+        finished.wait()
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    worker = threading.Thread(target=nap, args=(int(sys.argv[1]),))
+    worker.start()
+    sys.stdin.readline()
+    finished.set()
+    worker.join()
+""")
+
+
+def test_context_switches_of_a_thread_started_in_the_window_are_counted():
+    naps = 100
+    child = subprocess.Popen([sys.executable, "-c", SLEEPER, str(naps)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        before = cpu.switch_snapshot({"proxy": [child.pid]})
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        after = cpu.switch_snapshot({"proxy": [child.pid]})
+        assert len(after["proxy"]) == len(before["proxy"]) + 1, "the new thread is seen"
+        switches = cpu.switch_difference(after, before)["proxy"]
+        assert naps <= switches < naps * 2 + 50, switches
+    finally:
+        child.stdin.write("end\n")
+        child.stdin.flush()
+        child.wait(10)
+
+
+def test_switches_of_a_process_that_is_gone_is_a_lookup_error():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(ProcessLookupError):
+        cpu.thread_switches(child.pid)
