@@ -20,6 +20,9 @@ and every socket has a timeout.
 ``record_tls13_exchange``  client ══TLS 1.3══▶ relay ══▶ server with a key     6
                            log; the relay keeps every byte of each direction
 =========================  ==================================================  ========
+
+The HTTPS client is the notebooks' (``proxy.clients.https_get``) given the lab's
+client context, and the relay is ``proxy.capture.recorder.RecordingRelay``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy import http1
+from proxy import clients, http1
+from proxy.capture.recorder import RecordingRelay
 from proxy.drive import next_event
 from proxy.errors import BadGateway, render_error
 from proxy.http1.framing import request_framing
@@ -180,22 +184,10 @@ def https_get(port: int, *, ca: str | Path, server_name: str | None, path: str =
     context = client_context(ca=str(ca), keylog="")
     if not verify_name or server_name is None:
         context.check_hostname = False
-    raw = socket.create_connection((LOOPBACK, port), timeout=TIMEOUT)
-    try:
-        tls = context.wrap_socket(raw, server_hostname=server_name)
-    except BaseException:
-        raw.close()
-        raise
-    names = tuple(value for kind, value in tls.getpeercert().get("subjectAltName", ()) if kind == "DNS")
-    version = tls.version()
-    connection = http.client.HTTPConnection(server_name or LOOPBACK, port, timeout=TIMEOUT)
-    connection.sock = tls  # already connected: http.client sends on it as is
-    try:
-        connection.request("GET", path, headers={"Connection": "close"})
-        response = connection.getresponse()
-        return HTTPSReply(response.status, response.read(), names, version)
-    finally:
-        connection.close()
+    host = f"{server_name or LOOPBACK}:{port}"  # as curl sends it for https://NAME:PORT/
+    reply = clients.https_get((LOOPBACK, port), server_name, path, context=context, timeout=TIMEOUT,
+                              headers={"Host": host, "Connection": "close"})
+    return HTTPSReply(reply.status, reply.body, reply.tls.names, reply.tls.version)
 
 
 # --------------------------------------------------------------------------- exercise 5
@@ -232,50 +224,6 @@ def capture_client_hello(server_name: str | None, alpn: tuple[str, ...] = ("http
 
 
 # --------------------------------------------------------------------------- exercise 6
-class RecordingRelay:
-    """A man in the middle that only copies bytes, keeping a copy of each direction.
-
-    This is what a packet capture gives you, minus the TCP/IP headers: the exact
-    byte stream each side sent.
-    """
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.listener.settimeout(TIMEOUT)
-        self.port = self.listener.getsockname()[1]
-        self.client_to_server = bytearray()
-        self.server_to_client = bytearray()
-        self.thread = threading.Thread(target=self._run, name="recording-relay", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        with self.listener:
-            client, _ = self.listener.accept()
-        with client, socket.create_connection(self.target, timeout=TIMEOUT) as server:
-            client.settimeout(TIMEOUT)
-            pumps = [threading.Thread(target=self._pump, args=(client, server, self.client_to_server), daemon=True),
-                     threading.Thread(target=self._pump, args=(server, client, self.server_to_client), daemon=True)]
-            for pump in pumps:
-                pump.start()
-            for pump in pumps:
-                pump.join(TIMEOUT)
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, copy: bytearray) -> None:
-        try:
-            while data := source.recv(65536):
-                copy.extend(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                sink.shutdown(socket.SHUT_WR)  # pass the EOF on
-            except OSError:
-                pass
-
-
 @dataclass(frozen=True)
 class Recording:
     """One TLS 1.3 connection as a capture holds it, plus the key log that opens it."""
@@ -323,7 +271,7 @@ def record_tls13_exchange(pki, directory: str | Path, *, request: bytes = DEFAUL
 
         server = threading.Thread(target=serve, name="tls13-server", daemon=True)
         server.start()
-        relay = RecordingRelay(listener.getsockname())
+        relay = RecordingRelay(listener.getsockname(), timeout=TIMEOUT)
         with socket.create_connection((LOOPBACK, relay.port), timeout=TIMEOUT) as raw:
             with client_ctx.wrap_socket(raw, server_hostname="www.example.test") as tls:
                 tls.sendall(request)

@@ -13,6 +13,10 @@ holds both ends of the story::
     https_get(address, server_name, path)     TLS with SNI and verification, then HTTP
     tunnel_get(proxy, authority, path)        CONNECT through a forward proxy, TLS inside
 
+    tls_connect(address, server_name, context)    the first two steps of https_get alone
+                                                  (TCP, then the handshake), for callers
+                                                  that speak on the socket themselves
+
     reply.connected_to, reply.tls.certificate, reply.tls.fingerprint     the client's view
     reply.json["client"], reply.seen_header("X-Forwarded-For")           the origin's view
 
@@ -54,13 +58,15 @@ class TLSView:
     certificate: str  # the leaf's subject common name
     issuer: str
     fingerprint: str  # the first 16 hex digits of SHA-256 over the DER: same bytes, same value
+    names: tuple[str, ...] = ()  # the DNS names in its subjectAltName: what the name check compares
 
     @classmethod
     def of(cls, sock: ssl.SSLSocket) -> "TLSView":
         der = sock.getpeercert(binary_form=True) or b""
-        cert = sock.getpeercert() or {}
+        cert = sock.getpeercert() or {}  # {} when the chain was not verified (CERT_NONE)
         return cls(sock.version() or "?", (sock.cipher() or ("?",))[0], _common_name(cert.get("subject", ())),
-                   _common_name(cert.get("issuer", ())), hashlib.sha256(der).hexdigest()[:16])
+                   _common_name(cert.get("issuer", ())), hashlib.sha256(der).hexdigest()[:16],
+                   tuple(value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"))
 
 
 def fingerprint(cert_path: str | Path) -> str:
@@ -131,6 +137,24 @@ def _connect(address: Address, source: str | None, timeout: float) -> tuple[sock
     return sock, (_show(sock.getpeername()), _show(sock.getsockname()))
 
 
+def tls_connect(target_address, server_name: str | None, context: ssl.SSLContext, *,
+                session: ssl.SSLSession | None = None, source: str | None = None,
+                timeout: float = TIMEOUT) -> tuple[ssl.SSLSocket, tuple[str, str]]:
+    """TCP to ``target_address``, then the TLS handshake for ``server_name`` made with ``context``.
+
+    ``server_name`` is sent as SNI (RFC 6066 §3) and, if ``context.check_hostname``, is
+    the name the certificate must carry; None sends no SNI.  ``session`` offers an
+    earlier connection's session, to resume it.  Returns the TLS socket and
+    (peer, local) as text.
+    """
+    sock, where = _connect(_address(target_address), source, timeout)
+    try:
+        return context.wrap_socket(sock, server_hostname=server_name, session=session), where
+    except BaseException:
+        sock.close()  # a failed handshake leaves no socket behind
+        raise
+
+
 # --------------------------------------------------------------------------- the requests
 def client_context(ca: str | Path, *, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
     """What a browser or curl does: verify the chain and the name (here: against the demo CA),
@@ -193,20 +217,26 @@ def http_get(target_address, target: str = "/", *, host: str | None = None, head
         return _exchange(sock, where, method, target, host, headers, body)
 
 
-def https_get(target_address, server_name: str, path: str = "/", *, ca: str | Path,
+def https_get(target_address, server_name: str | None, path: str = "/", *, ca: str | Path | None = None,
               client_cert: tuple[str, str] | None = None, headers: dict | None = None,
               source: str | None = None, method: str = "GET", body: bytes | None = None,
-              timeout: float = TIMEOUT) -> Reply:
+              timeout: float = TIMEOUT, context: ssl.SSLContext | None = None) -> Reply:
     """Connect to ``target_address``, do TLS for ``server_name`` (SNI, verified), send ``path``.
 
     Like ``curl --resolve NAME:PORT:ADDRESS https://NAME:PORT/path``: the name decides
     the SNI, the certificate check and the Host header; the address only where to connect.
+    The context is ``client_context(ca, ...)`` unless ``context=`` brings one of its own
+    (``ca`` and ``client_cert`` are then not used); with ``server_name=None`` no SNI is
+    sent and the Host header names the address.
     """
-    context = client_context(ca, cert=client_cert[0] if client_cert else None,
-                             key=client_cert[1] if client_cert else None)
-    sock, where = _connect(_address(target_address), source, timeout)
-    with context.wrap_socket(sock, server_hostname=server_name) as tls:
-        return _exchange(tls, where, method, path, server_name, headers, body, tls=TLSView.of(tls))
+    if context is None:
+        if ca is None:
+            raise ValueError("https_get needs ca= (or a context=)")
+        context = client_context(ca, cert=client_cert[0] if client_cert else None,
+                                 key=client_cert[1] if client_cert else None)
+    tls, where = tls_connect(target_address, server_name, context, source=source, timeout=timeout)
+    with tls:
+        return _exchange(tls, where, method, path, server_name or where[0], headers, body, tls=TLSView.of(tls))
 
 
 def tunnel_get(proxy_address, authority: str, path: str = "/", *, ca: str | Path,

@@ -11,6 +11,7 @@
     ladder.py    ladder (sequence) diagrams: client | proxy | origin, one arrow per packet
     whosees.py   "who sees what", computed from the bytes and each party's key log
     client.py    the lab client and the markers in its request
+    recorder.py  a relay that keeps a copy of each direction (a capture without capturing)
     setups.py    the six setups as processes, on loopback or in the namespace lab network
     bundle.py    a capture directory (pcaps, key logs, metadata); load_example()
     run.py       ``tlsproxy capture``

@@ -7,10 +7,12 @@ the real ``ssl`` module on loopback sockets and ``proxy.tls.trace``:
 
 **What was said?**  ``traced_request(address, server_name, ca=...)`` makes one HTTPS
 request as curl does (SNI, certificate and name verified, ALPN ``http/1.1``) with the
-client's side of the handshake traced.  ``tls="1.2"`` caps the version, and
-``session=`` offers an earlier request's session, so the same call shows a full TLS
-1.3, a full TLS 1.2 and a resumed handshake.  ``tracing(context)`` traces a server's
-context (the proxy's) for the length of a ``with`` block.
+client's side of the handshake traced.  It connects as ``proxy.clients`` does (its
+``client_context`` and ``tls_connect``), then writes the request and reads the response
+itself, so that it can take the session once the response is in.  ``tls="1.2"`` caps
+the version, and ``session=`` offers an earlier request's session, so the same call
+shows a full TLS 1.3, a full TLS 1.2 and a resumed handshake.  ``tracing(context)``
+traces a server's context (the proxy's) for the length of a ``with`` block.
 
 **How long must the client wait?**  Latency is counted in *flights*: the messages one
 side sends before it must hear from the other.  ``flights(trace)`` groups the trace's
@@ -57,6 +59,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
+from proxy.clients import client_context, tls_connect
 from proxy.tls.contexts import CertKey, server_context
 from proxy.tls.trace import HandshakeTrace, TraceEvent, attach_tracer, detach_tracers, flow_name
 
@@ -90,8 +93,7 @@ class TracedRequest:
 def request_context(ca: str | Path, *, tls: str = "1.3") -> ssl.SSLContext:
     """The client's context: verify against ``ca``, ALPN http/1.1, TLS ``tls`` at most
     ("1.3" also allows 1.2, as browsers do; "1.2" caps it)."""
-    context = ssl.create_default_context(cafile=str(ca))
-    context.set_alpn_protocols(["http/1.1"])
+    context = client_context(ca)          # proxy.clients: what curl does
     context.maximum_version = ssl.TLSVersion.TLSv1_2 if tls == "1.2" else ssl.TLSVersion.TLSv1_3
     context.keylog_filename = None        # create_default_context reads SSLKEYLOGFILE: not here
     return context
@@ -107,23 +109,21 @@ def traced_request(address, server_name: str, path: str = "/", *, ca: str | Path
         if ca is None:
             raise ValueError("traced_request needs ca= (or a context=)")
         context = request_context(ca, tls=tls)
-    host, port = getattr(address, "address", address)[:2]
     trace = HandshakeTrace()
     attach_tracer(context, lambda conn, event: trace.add(event))
     started = time.perf_counter()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with context.wrap_socket(raw, server_hostname=server_name, session=session) as tls_sock:
-                version, cipher = tls_sock.version() or "?", (tls_sock.cipher() or ("?",))[0]
-                reused, certificate = tls_sock.session_reused, tls_sock.getpeercert(binary_form=True) or b""
-                tls_sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
-                                 .encode("ascii"))
-                response = _read_to_end(tls_sock)
-                # TLS 1.3 tickets arrive after the handshake: the session is complete only now.
-                new_session = tls_sock.session
-                with contextlib.suppress(OSError, ValueError):
-                    tls_sock.unwrap()     # close_notify (RFC 8446 §6.1)
+        tls_sock, _ = tls_connect(address, server_name, context, session=session, timeout=timeout)
+        with tls_sock:
+            version, cipher = tls_sock.version() or "?", (tls_sock.cipher() or ("?",))[0]
+            reused, certificate = tls_sock.session_reused, tls_sock.getpeercert(binary_form=True) or b""
+            tls_sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+                             .encode("ascii"))
+            response = _read_to_end(tls_sock)
+            # TLS 1.3 tickets arrive after the handshake: the session is complete only now.
+            new_session = tls_sock.session
+            with contextlib.suppress(OSError, ValueError):
+                tls_sock.unwrap()         # close_notify (RFC 8446 §6.1)
     finally:
         detach_tracers(context)
     return TracedRequest(trace, version, cipher, reused, new_session, certificate,

@@ -27,6 +27,7 @@ def test_reverse_proxy_reply_shows_the_proxys_certificate_and_what_the_origin_sa
     assert reply.status == 200 and reply.origin == "app"
     assert reply.connected_to == f"127.0.0.1:{proxy.port}"
     assert reply.tls.certificate == WWW and reply.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert WWW in reply.tls.names and ORIGIN not in reply.tls.names  # the subjectAltName it was checked against
     assert reply.json["path"] == "/account?id=7" and reply.json["tls"] is None  # offloaded: plain HTTP
     assert reply.seen_header("X-Forwarded-For") == "127.0.0.1"
     line = proxy.log.wait_for("GET /account?id=7")

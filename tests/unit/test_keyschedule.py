@@ -3,8 +3,8 @@
 Checked three ways: published vectors (RFC 5869 for HKDF; RFC 8448 §3, the "Simple
 1-RTT Handshake", for every secret, key and IV and for the records themselves), round
 trips and tampering, and a live loopback TLS 1.3 connection between Python ssl
-endpoints recorded by a byte-copying relay and decrypted with the server's key log,
-once per cipher suite.
+endpoints recorded by a byte-copying relay (``proxy.capture.recorder``) and decrypted
+with the server's key log, once per cipher suite.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.capture.recorder import RecordingRelay
 from proxy.errors import TLSDecryptError, TLSParseError
 from proxy.tls.keyschedule import (
     CIPHER_SUITES,
@@ -428,48 +429,6 @@ def _self_signed(directory: Path) -> Path:
     return path
 
 
-class Relay:
-    """A man in the middle that only copies bytes, keeping a copy of each direction."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(10)
-        self.port = self.listener.getsockname()[1]
-        self.client_to_server = bytearray()
-        self.server_to_client = bytearray()
-        self.thread = threading.Thread(target=self._run, name="relay", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        client, _ = self.listener.accept()
-        server = socket.create_connection(self.target, timeout=10)
-        client.settimeout(10)
-        pumps = [threading.Thread(target=self._pump, args=(client, server, self.client_to_server), daemon=True),
-                 threading.Thread(target=self._pump, args=(server, client, self.server_to_client), daemon=True)]
-        for pump in pumps:
-            pump.start()
-        for pump in pumps:
-            pump.join(10)
-        client.close()
-        server.close()
-        self.listener.close()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, copy: bytearray) -> None:
-        try:
-            while data := source.recv(65536):
-                copy.extend(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                sink.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-
 CLIENT_PROGRAM = r"""
 import socket, ssl, sys
 port, ca, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -532,7 +491,7 @@ def test_live_tls13_connection_decrypts_with_the_key_log(tmp_path, suite):
 
     server_thread = threading.Thread(target=serve, daemon=True)
     server_thread.start()
-    relay = Relay(listener.getsockname())
+    relay = RecordingRelay(listener.getsockname())
     conf = tmp_path / "openssl.cnf"
     conf.write_text(OPENSSL_CONF_TEMPLATE.format(suite=suite.name))
     result = subprocess.run([sys.executable, "-c", CLIENT_PROGRAM, str(relay.port), str(pem), str(size)],
