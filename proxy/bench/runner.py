@@ -23,6 +23,10 @@ second per cell, under a minute).  A full run measures every workload of
 whether each is met, beside the crypto floor.  ``--profile`` then runs the proxy
 once more under cProfile (every thread) with the keep-alive workload and prints the
 15 functions with the most time of their own: where the proxy's CPU goes.
+``--layers`` (on by default with ``--vs-nginx``, when ``perf`` is installed) samples
+tlsproxy and nginx with ``perf`` under the same workload and prints their CPU per
+request by layer: own code, OpenSSL, the kernel's thread switching, the rest of the
+kernel (``proxy.bench.layers``): why a ratio is what it is.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 
 from proxy.bench import results
 from proxy.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_drive, wrk_path
+from proxy.bench.layers import format_layers, layer_profile
 from proxy.bench.profiling import format_profile, profile_proxy
 from proxy.bench.report import format_table, format_vs_nginx
 from proxy.bench.setups import SetupLauncher, instance_key
@@ -67,6 +72,7 @@ class Options:
     profile: bool = False
     profile_seconds: float = 5.0
     profile_workload: str = "keepalive-1k"
+    layers: bool | None = None  # None: with --vs-nginx, when perf is installed
 
     @classmethod
     def quick_defaults(cls, **overrides) -> Options:
@@ -248,6 +254,9 @@ def run_benchmark(options: Options) -> dict:
     if options.profile:
         document["profile"] = profile_proxy(pki, workdir, out, seconds=options.profile_seconds,
                                             warmup=options.warmup, workload_name=options.profile_workload)
+    if want_layers(options, setups):
+        document["layers"] = layer_profile(pki, workdir, workload_name=options.profile_workload,
+                                           seconds=min(options.profile_seconds, 4.0), warmup=options.warmup)
     document["files"] = {k: str(p) for k, p in results.write(out, document).items()}
     if options.charts:
         from proxy.bench.charts import draw_all
@@ -255,6 +264,16 @@ def run_benchmark(options: Options) -> dict:
         document["charts"] = [str(p) for p in draw_all(document, out)]
         results.write(out, document)  # again, now listing the charts
     return document
+
+
+def want_layers(options: Options, setups: list[str]) -> bool:
+    from proxy.bench.layers import perf_path
+
+    if NGINX not in setups:
+        return False
+    if options.layers is None:
+        return options.vs_nginx and perf_path() is not None
+    return options.layers
 
 
 # --------------------------------------------------------------------------- command line
@@ -283,6 +302,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     add("--profile-seconds", type=float, default=5.0, help="length of the profiled run (default %(default)s)")
     add("--profile-workload", default="keepalive-1k", metavar="NAME", choices=[w.name for w in WORKLOADS if w.kind != "idle"],
         help="the workload of the profiled run (default %(default)s)")
+    add("--layers", action=argparse.BooleanOptionalAction, default=None,
+        help="afterwards, sample tlsproxy and nginx with perf under the --profile-workload and print where "
+             "their CPU goes by layer (default: with --vs-nginx, when perf is installed)")
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
@@ -294,7 +316,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                       setups=split(args.setups), nginx=not args.no_nginx, wrk=args.wrk, vs_nginx=args.vs_nginx,
                       crypto_floor=args.crypto_floor, charts=not args.no_charts, certs=args.certs,
                       profile=args.profile, profile_seconds=args.profile_seconds,
-                      profile_workload=args.profile_workload, **overrides)
+                      profile_workload=args.profile_workload, layers=args.layers, **overrides)
     if options.rounds < 1 or options.duration <= 0 or options.warmup < 0:
         raise ConfigError("--rounds must be at least 1 and --duration positive")
     try:
@@ -312,6 +334,8 @@ def run_cli(args: argparse.Namespace) -> int:
         print(format_vs_nginx(document))
     if document.get("profile"):
         print(format_profile(document["profile"]))
+    if document.get("layers"):
+        print(format_layers(document["layers"]))
     for failure in document["failures"]:
         print(f"bench: FAILED {failure['workload']} on {failure['setup']} ({failure['client']}, round "
               f"{failure['round']}): {failure['error']}", file=sys.stderr)

@@ -128,6 +128,11 @@ def test_table_and_ratios_are_printed(quick_run):
     assert len(keepalive["rounds"]) == 2
     assert min(keepalive["rounds"]) <= keepalive["value"] * 1.01 and max(keepalive["rounds"]) >= keepalive["value"] * 0.99
     assert f"{min(keepalive['rounds']):.2f}-{max(keepalive['rounds']):.2f}x" in done.stdout
+    # --vs-nginx also says why, layer by layer, when perf can sample (proxy.bench.layers).
+    layers = document.get("layers")
+    if layers is not None and "error" not in layers:
+        assert set(layers["implementations"]) == {"tlsproxy", "nginx"}
+        assert "kernel: sleeping, waking, switching threads" in done.stdout
 
 
 def test_every_process_was_stopped(quick_run):
