@@ -153,7 +153,7 @@ class Progress:
 def _pki(options: Options, workdir: Path):
     from proxy.pki import ensure_demo_certs
 
-    return ensure_demo_certs(options.certs or workdir / "pki")
+    return ensure_demo_certs(Path(options.certs).resolve() if options.certs else workdir / "pki")
 
 
 def run_rounds(options: Options, setups: list[str], pki, workdir: Path, document: dict) -> None:
@@ -230,7 +230,9 @@ def _floor() -> dict | None:
 def run_benchmark(options: Options) -> dict:
     """Measure; write results.json, results.csv, rounds.csv and the charts into ``options.out``."""
     out = Path(options.out)
-    workdir = Path(options.workdir or out / "work")
+    # Absolute: nginx reads the certificate paths from its configuration relative to its
+    # own prefix, so a relative --out (the default, build/bench) would point it nowhere.
+    workdir = Path(options.workdir or out / "work").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     setups = available_setups(options, notes)

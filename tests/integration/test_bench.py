@@ -31,10 +31,13 @@ COMPONENTS = {"direct-http": {"origin"}, "direct-https": {"origin"}}  # the othe
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     require_tool("nginx")  # the production reference: required in CI
-    out = tmp_path_factory.mktemp("bench")
-    env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(out / "mpl")}
+    base = tmp_path_factory.mktemp("bench")
+    out = base / "results"
+    env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(base / "mpl"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # A relative --out, as the default build/bench is: nginx must still find its certificates.
     done = subprocess.run([sys.executable, "-m", "proxy.cli", "bench", "--quick", "--vs-nginx", "--no-crypto-floor",
-                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+                           "--out", "results"], cwd=base, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     document = json.loads((out / "results.json").read_text())
     return out, document, done
