@@ -28,8 +28,8 @@ done under those locks, the peer's wake-up on a socket write included.
 
 ``layer_profile`` runs one workload against the terminate setup and nginx, records
 each proxy process during the measured window, and turns the shares into CPU
-microseconds per request (share x the cell's CPU per request), so the two columns
-add up to the figures of the benchmark table.
+microseconds per request (share x that cell's CPU per request).  The cell is a run of
+its own, with perf sampling, so its totals sit a little above the benchmark table's.
 """
 
 from __future__ import annotations
@@ -176,6 +176,6 @@ def format_layers(profile: dict) -> str:
             cells.append(f"{(us or 0):>10.1f} µs {share * 100:>4.0f}%")
         lines.append("  " + f"{LAYER_TITLES[layer]:<46}" + "".join(f"{c:>20}" for c in cells))
     totals = "".join(f"{(profile['implementations'][n]['cpu_us_per_request'] or 0):>13.1f} µs     " for n in names)
-    lines.append("  " + f"{'all (the benchmark table figure)':<46}" + totals)
+    lines.append("  " + f"{'all (this sampled run: perf adds its cost)':<46}" + totals)
     lines.append("  (in a VM, waking done under a lock with interrupts off is counted at the lock's release)")
     return "\n".join(lines)
