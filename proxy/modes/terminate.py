@@ -117,7 +117,7 @@ class HTTPConnectionHandler:
                     try:
                         data = recv_some(self.sock, self.timeouts.send, idle_until)
                     except Deadline:
-                        raise
+                        raise  # the idle limit itself: handled below (closed, no answer)
                     except TimeoutError:
                         continue  # one read's limit, not the idle limit: wait on
                 else:
