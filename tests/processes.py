@@ -120,7 +120,8 @@ def raise_open_files_limit(needed: int) -> bool:
     return True
 
 
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
+def wait_until(predicate, timeout: float = 5.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -32,20 +32,12 @@ import pytest
 
 from proxy import config as cfg
 from tests.fakes import FakeBackend, RawTLSClient, refused_port, unaccepting_listener
+from tests.processes import wait_until
 
 
 def get(client: RawTLSClient, path: str = "x", method: str = "GET"):
     client.send(b"%s /%s HTTP/1.1\r\nHost: www.example.test\r\n\r\n" % (method.encode(), path.encode()))
     return client.read_response(method)
-
-
-def wait_until(predicate, timeout: float = 5.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 # --------------------------------------------------------------------------- connect faults

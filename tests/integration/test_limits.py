@@ -26,6 +26,27 @@ from tests.fakes import RawTLSClient
 HOST = b"Host: www.example.test\r\n"
 
 
+def write_config(path, pki, backend: str, *, timeouts: str = "", limits: str = "", extra: str = "") -> str:
+    """A one-listener, one-pool TOML file with these [timeouts] and [limits] lines; its path."""
+    cert, key = pki.files("www.example.test")
+    path.write_text(f"""
+[[listeners]]
+listen = "127.0.0.1:0"
+certs = [{{ cert = "{cert}", key = "{key}" }}]
+
+[[pools]]
+name = "web"
+backends = ["{backend}"]
+
+[timeouts]
+{timeouts}
+
+[limits]
+{limits}
+{extra}""")
+    return str(path)
+
+
 @pytest.fixture
 def from_toml(pki, origin_factory, tmp_path):
     """Start a proxy from a TOML file whose [timeouts] and [limits] are given as text."""
@@ -33,27 +54,9 @@ def from_toml(pki, origin_factory, tmp_path):
     started: list[ProxyServer] = []
 
     def start(*, timeouts: str = "", limits: str = "") -> ProxyServer:
-        cert, key = pki.files("www.example.test")
-        path = tmp_path / f"limits-{len(started)}.toml"
-        path.write_text(f"""
-[[listeners]]
-listen = "127.0.0.1:0"
-certs = [{{ cert = "{cert}", key = "{key}" }}]
-
-[[pools]]
-name = "web"
-backends = ["{origin.url}"]
-
-[timeouts]
-{timeouts}
-
-[limits]
-{limits}
-
-[proxy]
-access_log = "{tmp_path / 'access.log'}"
-""")
-        server = ProxyServer(cfg.load(str(path))).bind().start()
+        path = write_config(tmp_path / f"limits-{len(started)}.toml", pki, origin.url, timeouts=timeouts,
+                            limits=limits, extra=f"\n[proxy]\naccess_log = \"{tmp_path / 'access.log'}\"\n")
+        server = ProxyServer(cfg.load(path)).bind().start()
         server.port = server.addresses[0][1]
         started.append(server)
         return server
@@ -217,21 +220,9 @@ def test_every_timeout_and_limit_can_be_set_in_toml(tmp_path, pki):
             value = n * 3 if f.type in (int, "int") else n * 0.25 + 0.5
             numbers[f.name] = value
             lines[section].append(f"{f.name} = {value}")
-    cert, key = pki.files("www.example.test")
-    path = tmp_path / "all.toml"
-    path.write_text(f"""
-[[listeners]]
-listen = "127.0.0.1:0"
-certs = [{{ cert = "{cert}", key = "{key}" }}]
-[[pools]]
-name = "web"
-backends = ["http://127.0.0.1:9"]
-[timeouts]
-{chr(10).join(lines['timeouts'])}
-[limits]
-{chr(10).join(lines['limits'])}
-""")
-    config = cfg.load(str(path))
+    path = write_config(tmp_path / "all.toml", pki, "http://127.0.0.1:9", timeouts="\n".join(lines["timeouts"]),
+                        limits="\n".join(lines["limits"]))
+    config = cfg.load(path)
     loaded = {**{f.name: getattr(config.timeouts, f.name) for f in fields(cfg.Timeouts)},
               **{f.name: getattr(config.limits, f.name) for f in fields(cfg.Limits) if f.name != "http"},
               **{f.name: getattr(config.limits.http, f.name) for f in fields(HTTPLimits)}}
@@ -246,17 +237,6 @@ backends = ["http://127.0.0.1:9"]
     ("timeouts", "header_read = \"10s\"", "expected float"),
 ])
 def test_a_bad_limit_is_one_config_error(section, line, message, tmp_path, pki):
-    cert, key = pki.files("www.example.test")
-    path = tmp_path / "bad.toml"
-    path.write_text(f"""
-[[listeners]]
-listen = "127.0.0.1:0"
-certs = [{{ cert = "{cert}", key = "{key}" }}]
-[[pools]]
-name = "web"
-backends = ["http://127.0.0.1:9"]
-[{section}]
-{line}
-""")
+    path = write_config(tmp_path / "bad.toml", pki, "http://127.0.0.1:9", **{section: line})
     with pytest.raises(ConfigError, match=message):
-        cfg.load(str(path))
+        cfg.load(path)

@@ -34,21 +34,13 @@ import pytest
 
 from proxy import config as cfg
 from tests.fakes import RawTLSClient, client_context
+from tests.processes import wait_until
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "clienthello"
 HEAD = b"GET /echo-id HTTP/1.1\r\nHost: www.example.test\r\nX-Request-Id: slow\r\n\r\n"
 SLOWLORIS = 300
 
 TIMEOUTS = cfg.Timeouts(handshake=2.0, header_read=3.0, idle_keepalive=5.0, body_read=2.0, worker_idle=0.5)
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def normal_request(port: int, pki, request_id: str = "normal") -> int:
