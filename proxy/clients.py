@@ -179,6 +179,24 @@ def _exchange(sock: socket.socket, where: tuple[str, str], method: str, target: 
     return _reply(response, data, where, **extra)
 
 
+def read_to_eof(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (a ``Connection: close`` answer, raw).
+
+    A TLS peer that closes without close_notify ends the read too (OpenSSL's "unexpected
+    EOF"): the caller sees the bytes, and the framing inside them says if they are whole."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ssl.SSLError as error:
+            if "EOF" in str(error):
+                return data
+            raise
+        if not chunk:
+            return data
+        data += chunk
+
+
 def close_politely(sock: socket.socket) -> None:
     """End a connection as a careful client does: say "no more" and let the server close too.
 

@@ -40,6 +40,8 @@ import ssl
 import sys
 from dataclasses import dataclass
 
+from proxy.clients import read_to_eof
+
 TIMEOUT = 10.0
 SERVER_NAME = "www.example.test"
 PATH = "/account/statement?id=path-marker-7"
@@ -88,21 +90,6 @@ def _tunnel(sock: socket.socket, target: str) -> bytes:
     return head
 
 
-def _read_all(sock) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ssl.SSLError as error:   # a peer that closes without close_notify
-            if "EOF" in str(error):
-                break
-            raise
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def exchange(args, context: ssl.SSLContext | None, session: ssl.SSLSession | None) -> tuple[dict, object]:
     """One connection: connect (tunnel), handshake, request, read to EOF, close."""
     sock = _connect(parse_address(args.connect), args.source)
@@ -115,7 +102,7 @@ def exchange(args, context: ssl.SSLContext | None, session: ssl.SSLSession | Non
                       certificate=ssl.DER_cert_to_PEM_cert(sock.getpeercert(binary_form=True)))
     request = lab_request(args.server_name)
     sock.sendall(request)
-    response = _read_all(sock)
+    response = read_to_eof(sock)
     new_session = sock.session if context is not None else None
     if context is not None:
         try:

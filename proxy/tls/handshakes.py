@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
-from proxy.clients import client_context, tls_connect
+from proxy.clients import client_context, read_to_eof, tls_connect
 from proxy.tls.contexts import CertKey, server_context
 from proxy.tls.trace import HandshakeTrace, TraceEvent, attach_tracer, detach_tracers, flow_name
 
@@ -119,7 +119,7 @@ def traced_request(address, server_name: str, path: str = "/", *, ca: str | Path
             reused, certificate = tls_sock.session_reused, tls_sock.getpeercert(binary_form=True) or b""
             tls_sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
                              .encode("ascii"))
-            response = _read_to_end(tls_sock)
+            response = read_to_eof(tls_sock)
             # TLS 1.3 tickets arrive after the handshake: the session is complete only now.
             new_session = tls_sock.session
             with contextlib.suppress(OSError, ValueError):
@@ -128,20 +128,6 @@ def traced_request(address, server_name: str, path: str = "/", *, ca: str | Path
         detach_tracers(context)
     return TracedRequest(trace, version, cipher, reused, new_session, certificate,
                          response.split(b"\r\n", 1)[0].decode("latin-1"), time.perf_counter() - started)
-
-
-def _read_to_end(sock: ssl.SSLSocket) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ssl.SSLError as error:        # a peer that closes without close_notify
-            if "EOF" in str(error):
-                return data
-            raise
-        if not chunk:
-            return data
-        data += chunk
 
 
 @contextlib.contextmanager
