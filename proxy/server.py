@@ -75,6 +75,14 @@ class Stats:
         self.ciphers: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
 
+    def count_request(self, status: int, bytes_in: int, bytes_out: int) -> None:
+        """One request (or tunnel) finished with ``status``, having moved these bytes."""
+        with self.lock:
+            self.requests_total += 1
+            self.statuses[status] += 1
+            self.bytes_in += bytes_in
+            self.bytes_out += bytes_out
+
     def add(self, **amounts: int) -> None:
         with self.lock:
             for name, amount in amounts.items():

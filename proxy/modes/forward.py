@@ -154,13 +154,7 @@ class ForwardHandler(HTTPConnectionHandler):
 
     def log_tunnel(self, request: http1.Request, status: int, started: float, *, backend: str = "-",
                    note: str = "") -> None:
-        stats = self.server.stats
-        with stats.lock:
-            stats.requests_total += 1
-            stats.statuses[status] += 1
-            stats.bytes_in += self.bytes_in
-            stats.bytes_out += self.bytes_out
-        self.bytes_in = self.bytes_out = 0
+        self.count_request(status)
         seconds = time.perf_counter() - started
         self.server.access_log.write(f'{self.conn.client} "CONNECT {request.target} {request.version}" {status} '
                                      f"backend={backend} time={seconds * 1000:.1f}ms {note}".rstrip())

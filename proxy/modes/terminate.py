@@ -209,6 +209,11 @@ class HTTPConnectionHandler:
         except (TimeoutError, OSError, ssl.SSLError):
             return
 
+    def count_request(self, status: int) -> None:
+        """Add a finished request, and the bytes moved since the last, to the server's stats."""
+        self.server.stats.count_request(status, self.bytes_in, self.bytes_out)
+        self.bytes_in = self.bytes_out = 0
+
     def log_error(self, error: ProxyError) -> None:
         self.server.access_log.write(f"{self.conn.client} \"-\" {error.status} rejected: {error} {self.conn.tls_summary()}")
         self.server.stats.statuses[error.status] += 1
@@ -503,13 +508,7 @@ class Exchange:
         handler = self.handler
         request = self.request
         status = self.status or 0
-        stats = self.server.stats
-        with stats.lock:
-            stats.requests_total += 1
-            stats.statuses[status] += 1
-            stats.bytes_in += handler.bytes_in
-            stats.bytes_out += handler.bytes_out
-        handler.bytes_in = handler.bytes_out = 0
+        handler.count_request(status)
         if not self.server.access_log.enabled:
             return  # `--access-log off`: do not even build the line
         backend = self.backend.name if self.backend else "-"
