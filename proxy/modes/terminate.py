@@ -333,7 +333,7 @@ class Exchange:
         """Send the head, then stream the body from the client as it arrives."""
         request = self.request
         sock = conn.sock
-        set_timeout(sock, self.server.timeouts.backend_read)
+        # (The pool opened it with the backend_read timeout on every read and write.)
         if request.framing.kind == "none":
             self.backend_send(sock, head)
             return
@@ -487,7 +487,6 @@ class Exchange:
         sock = conn.sock
         reader = conn.reader
         timeout = self.server.timeouts.backend_read
-        set_timeout(sock, timeout)  # a no-op for plain backends: the kernel keeps it (proxy.drive)
         while (remaining := reader.body_remaining()):
             try:
                 count = sock.recv_into(buffer, min(len(buffer), remaining))
