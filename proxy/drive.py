@@ -70,8 +70,8 @@ def _set_kernel_timeout(sock: socket.socket, seconds: float) -> None:
 def set_timeout(sock: socket.socket, seconds: float) -> None:
     """Give ``sock`` this timeout, only when it changes: each change is a system call."""
     current = sock.gettimeout()
-    if current is None and sock in _KERNEL_TIMEOUTS:
-        if _KERNEL_TIMEOUTS[sock] != seconds:
+    if current is None and (kernel := _KERNEL_TIMEOUTS.get(sock)) is not None:
+        if kernel != seconds:
             _set_kernel_timeout(sock, seconds)
     elif current != seconds:
         sock.settimeout(seconds)

@@ -71,7 +71,7 @@ def layer_of(dso: str, symbol: str, kernel: bool) -> str:
         return "scheduler" if _SCHEDULER.search(symbol) else "kernel"
     if "libpython" in dso or dso.startswith("python") or dso == "nginx":
         return "code"
-    if "libssl" in dso or "libcrypto" in dso or dso == "_ssl.cpython" or "_ssl" in dso:
+    if "libssl" in dso or "libcrypto" in dso or "_ssl" in dso:  # _ssl: CPython's module around them
         return "openssl"
     if dso.startswith("libc.") or dso.startswith("libc-") or "ld-linux" in dso:
         return "libc"

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from proxy.bench import results
 from proxy.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_drive, wrk_path
-from proxy.bench.layers import format_layers, layer_profile
+from proxy.bench.layers import format_layers, layer_profile, perf_path
 from proxy.bench.profiling import format_profile, profile_proxy
 from proxy.bench.report import format_table, format_vs_nginx
 from proxy.bench.setups import SetupLauncher, instance_key
@@ -269,8 +269,6 @@ def run_benchmark(options: Options) -> dict:
 
 
 def want_layers(options: Options, setups: list[str]) -> bool:
-    from proxy.bench.layers import perf_path
-
     if NGINX not in setups:
         return False
     if options.layers is None:
