@@ -30,6 +30,7 @@ Everything is bounded: every socket has a timeout, every thread is joined.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import socket
 import ssl
 import struct
@@ -37,8 +38,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h11
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 READ_TIMEOUT = 5.0
 
@@ -391,3 +397,19 @@ class RawTLSClient(RawClient):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
         self.sock.settimeout(READ_TIMEOUT)
+
+
+def self_signed_localhost(directory: Path) -> Path:
+    """A self-signed ECDSA certificate for "localhost" and its key, in one PEM file (for bare TLS tests)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    path = directory / "localhost.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path

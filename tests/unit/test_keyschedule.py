@@ -9,22 +9,17 @@ with the server's key log, once per cipher suite.
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import ssl
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +51,7 @@ from proxy.tls.keyschedule import (
     transcript_hash,
 )
 from proxy.tls.records import HandshakeReassembler, Record, iter_records
+from tests.fakes import self_signed_localhost
 
 
 def h(text: str) -> bytes:
@@ -414,19 +410,6 @@ def test_parse_key_log_names_the_bad_line(line, message):
 
 
 # --------------------------------------------------------------------------- live TLS 1.3
-def _self_signed(directory: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(key, hashes.SHA256()))
-    path = directory / "localhost.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return path
 
 
 CLIENT_PROGRAM = r"""
@@ -461,7 +444,7 @@ def test_live_tls13_connection_decrypts_with_the_key_log(tmp_path, suite):
     """Python ssl client (in a subprocess, its TLS 1.3 suite forced with OPENSSL_CONF) ->
     relay -> Python ssl server with keylog_filename.  The recorded bytes decrypt to
     exactly the request and the response."""
-    pem = _self_signed(tmp_path)
+    pem = self_signed_localhost(tmp_path)
     keylog = tmp_path / "keys.log"
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(pem)

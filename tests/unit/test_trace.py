@@ -6,7 +6,6 @@ made with ``cryptography``, so these tests depend on nothing but the module unde
 
 from __future__ import annotations
 
-import datetime
 import gc
 import io
 import socket
@@ -15,10 +14,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from proxy.tls import trace as trace_module
 from proxy.tls.trace import (
@@ -31,6 +26,7 @@ from proxy.tls.trace import (
     print_traces,
     trace_available,
 )
+from tests.fakes import self_signed_localhost
 
 TLS13_FULL = ["ClientHello", "ServerHello", "EncryptedExtensions", "Certificate", "CertificateVerify",
               "Finished", "Finished"]
@@ -38,18 +34,7 @@ TLS13_FULL = ["ClientHello", "ServerHello", "EncryptedExtensions", "Certificate"
 
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(key, hashes.SHA256()))
-    path = tmp_path_factory.mktemp("trace") / "localhost.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return path
+    return self_signed_localhost(tmp_path_factory.mktemp("trace"))
 
 
 def server_context(pem: Path, *, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
