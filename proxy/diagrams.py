@@ -84,7 +84,8 @@ LAYERS = [  # top to bottom: entry points, servers, core logic, foundations
     ["proxy.cli", "proxy.demo", "proxy.diagrams", "proxy.bench", "proxy.capture", "proxy.notebooks_run"],
     ["proxy.server", "proxy.acceptors", "proxy.admin", "proxy.modes", "proxy.origin", "proxy.nginx", "proxy.region"],
     ["proxy.pool", "proxy.health", "proxy.balancer", "proxy.routing", "proxy.relay", "proxy.policy", "proxy.drive"],
-    ["proxy.http1", "proxy.tls", "proxy.clients", "proxy.config", "proxy.pki", "proxy.errors", "proxy.setups"],
+    ["proxy.http1", "proxy.tls", "proxy.clients", "proxy.config", "proxy.pki", "proxy.errors", "proxy.setups",
+     "proxy.children"],
 ]
 
 

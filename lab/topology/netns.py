@@ -71,6 +71,8 @@ import warnings
 from dataclasses import dataclass, field
 from itertools import count
 
+from proxy.children import stop_child
+
 HOSTS = ("client", "proxy", "origin")
 REGION = "region"
 LAB_NETWORK = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmarking range
@@ -461,13 +463,7 @@ def _exit_on_sigterm(signum, _frame) -> None:
 
 def _stop(process: subprocess.Popen) -> None:
     """SIGTERM, a grace period, then SIGKILL; Popen skips the signal if the PID was reaped."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_GRACE)
+    stop_child(process, STOP_GRACE)
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()

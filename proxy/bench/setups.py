@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.bench.workloads import NGINX
+from proxy.children import stop_child
 from proxy.errors import ConfigError
 from proxy.pki import DEMO_ORIGIN, DEMO_WWW, DEMO_WWW_RSA, DemoPKI
 
@@ -122,15 +122,8 @@ class Child:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (both our servers shut down gracefully on it), then SIGKILL.  Idempotent."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout)
-                return
+        if self.process is not None:
+            stop_child(self.process, timeout)
 
 
 def origin_child(name: str, logdir: Path, cert: tuple[str, str] | None = None) -> Child:

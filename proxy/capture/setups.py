@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.capture.sniff import Capture
+from proxy.children import stop_child
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -279,11 +280,5 @@ class Lab:
         """SIGTERM each process (the proxy first, so it closes its backend connections
         gracefully and the capture sees them end), then SIGKILL what is left."""
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(STOP_TIMEOUT)
+            stop_child(process, STOP_TIMEOUT)
         self.processes.clear()
