@@ -38,13 +38,13 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
-	$(PY) -m proxy.notebooks_run notebooks build/notebooks
+	$(PY) -m course.notebooks_run notebooks build/notebooks
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 diagrams: $(STAMP)
-	$(PY) -m proxy.diagrams diagrams
+	$(PY) -m course.diagrams diagrams
 
 check: $(STAMP)
 	$(PY) -m lab.check $(LAB)

@@ -21,8 +21,8 @@ and every socket has a timeout.
                            log; the relay keeps every byte of each direction
 =========================  ==================================================  ========
 
-The HTTPS client is the notebooks' (``proxy.clients.https_get``) given the lab's
-client context, and the relay is ``proxy.capture.recorder.RecordingRelay``.
+The HTTPS client is the notebooks' (``course.clients.https_get``) given the lab's
+client context, and the relay is ``course.capture.recorder.RecordingRelay``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy import clients, http1
-from proxy.capture.recorder import RecordingRelay
+from course import clients
+from proxy import http1
+from course.capture.recorder import RecordingRelay
 from proxy.drive import next_event
 from proxy.errors import BadGateway, render_error
 from proxy.http1.framing import request_framing

@@ -141,7 +141,7 @@ class ConnectionPool:
         """Open a new connection (and TLS session, for https backends).
 
         ``source_address`` binds the outgoing socket to one of this host's addresses
-        (the forward proxy "placed in a network", see ``proxy.region``)."""
+        (the forward proxy "placed in a network", see ``course.region``)."""
         address = (backend.host, backend.port)
         try:
             sock = socket.create_connection(address, timeout=self.connect_timeout,

@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from proxy import config as cfg  # noqa: E402
-from proxy.origin import Origin  # noqa: E402
+from course.origin import Origin  # noqa: E402
 from proxy.pki import ensure_demo_certs  # noqa: E402
 from proxy.server import ProxyServer  # noqa: E402
 
@@ -114,5 +114,5 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
 
 def tlsproxy(*args: str, **kwargs) -> subprocess.Popen:
     """Start the real command-line tool as a separate process."""
-    return subprocess.Popen([sys.executable, "-m", "proxy.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "course.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=kwargs.pop("cwd", REPO), **kwargs)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``proxy.origin`` is a well-behaved server built on ``http.server``; it cannot send
+``course.origin`` is a well-behaved server built on ``http.server``; it cannot send
 a response longer than its Content-Length or reset a connection halfway through a
 body.  The fault tests need a backend that does exactly that, on a real socket, so
 ``FakeBackend`` is a bare TCP server on ``127.0.0.1:0``: every accepted connection

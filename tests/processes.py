@@ -25,7 +25,7 @@ class ChildProcess:
 
     def __init__(self, args: list[str], *, stream: str, ready: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", *args], cwd=REPO, text=True,
+            [sys.executable, "-m", "course.cli", *args], cwd=REPO, text=True,
             stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
             stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
         self.pid = self.proc.pid

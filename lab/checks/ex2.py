@@ -5,7 +5,7 @@ The answer key is ``proxy.http1.forwarding``: ``strip_hop_by_hop`` and
 adds X-Forwarded-Proto, X-Forwarded-Host and Via, which the exercise does not ask
 for, so those three are left out of the comparison.  Step 5 is a live round trip:
 ``http.client`` ─▶ ``lab.harness.TinyForwarder`` (with the student's function in it)
-─▶ ``proxy.origin.Origin``, which reports the header lines it received.
+─▶ ``course.origin.Origin``, which reports the header lines it received.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from lab.checks import Checklist, Fail, need, show
 from lab.harness import TinyForwarder, http_request
 from proxy.http1 import HOP_BY_HOP, Headers, Request, RequestReader, prepare_upstream_request, strip_hop_by_hop
-from proxy.origin import Origin
+from course.origin import Origin
 
 CHECKLIST = Checklist("Forward with X-Forwarded-For and hop-by-hop stripping")
 check = CHECKLIST.check

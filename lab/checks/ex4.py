@@ -20,7 +20,7 @@ from lab.checks import Checklist, Fail, need, show
 from lab.harness import https_get
 from proxy import balancer
 from proxy import config as cfg
-from proxy.origin import Origin
+from course.origin import Origin
 from proxy.server import ProxyServer
 
 CHECKLIST = Checklist("Write a balancer strategy the proxy loads")

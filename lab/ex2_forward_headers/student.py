@@ -62,7 +62,7 @@ def demo() -> None:
     import json
 
     from lab.harness import TinyForwarder, http_request
-    from proxy.origin import Origin
+    from course.origin import Origin
 
     with Origin("web") as origin, TinyForwarder(rewrite_for_origin, origin.address) as forwarder:
         status, body = http_request(forwarder.port, "GET", "/demo", {

@@ -65,7 +65,7 @@ def examples(net: Topology) -> list[str]:
         return f"ip netns exec {net.netns(host)} {command}"
 
     lines = [
-        inside("origin", f"{python} -m proxy.origin --name origin --listen {origin}:8080 &"),
+        inside("origin", f"{python} -m course.origin --name origin --listen {origin}:8080 &"),
         inside("proxy", f"curl -s http://{origin}:8080/    # the origin sees {net.address('proxy', 'origin')}"),
         inside("client", f"curl -s http://{origin}:8080/   # Network is unreachable: the proxy is no router"),
         inside("client", f"ping -c 1 {net.address('proxy', 'client')}"),

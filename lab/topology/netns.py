@@ -71,7 +71,7 @@ import warnings
 from dataclasses import dataclass, field
 from itertools import count
 
-from proxy.children import stop_child
+from course.children import stop_child
 
 HOSTS = ("client", "proxy", "origin")
 REGION = "region"

@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from proxy.bench.charts import CHARTS
-from proxy.bench.workloads import SETUPS
+from course.bench.charts import CHARTS
+from course.bench.workloads import SETUPS
 from tests.conftest import REPO
 from tests.tools import require_tool
 
@@ -36,7 +36,7 @@ def quick_run(tmp_path_factory):
     env = {**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(base / "mpl"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     # A relative --out, as the default build/bench is: nginx must still find its certificates.
-    done = subprocess.run([sys.executable, "-m", "proxy.cli", "bench", "--quick", "--vs-nginx", "--no-crypto-floor",
+    done = subprocess.run([sys.executable, "-m", "course.cli", "bench", "--quick", "--vs-nginx", "--no-crypto-floor",
                            "--out", "results"], cwd=base, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     document = json.loads((out / "results.json").read_text())
@@ -131,7 +131,7 @@ def test_table_and_ratios_are_printed(quick_run):
     assert len(keepalive["rounds"]) == 2
     assert min(keepalive["rounds"]) <= keepalive["value"] * 1.01 and max(keepalive["rounds"]) >= keepalive["value"] * 0.99
     assert f"{min(keepalive['rounds']):.2f}-{max(keepalive['rounds']):.2f}x" in done.stdout
-    # --vs-nginx also says why, layer by layer, when perf can sample (proxy.bench.layers).
+    # --vs-nginx also says why, layer by layer, when perf can sample (course.bench.layers).
     layers = document.get("layers")
     if layers is not None and "error" not in layers:
         assert set(layers["implementations"]) == {"tlsproxy", "nginx"}

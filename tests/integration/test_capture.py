@@ -19,13 +19,13 @@ import pytest
 
 pytest.importorskip("scapy")
 
-from proxy.capture import decrypt  # noqa: E402
-from proxy.capture.ladder import ladder_arrows  # noqa: E402
-from proxy.capture.run import capture_setup  # noqa: E402
-from proxy.capture.secrecy import analyse_lesson, capture_lesson  # noqa: E402
-from proxy.capture.setups import SETUPS, Namespaces  # noqa: E402
-from proxy.capture.sniff import NO_CAPTURE_VARIABLE, Capture, capture_available  # noqa: E402
-from proxy.capture.whosees import ITEMS, who_sees_what  # noqa: E402
+from course.capture import decrypt  # noqa: E402
+from course.capture.ladder import ladder_arrows  # noqa: E402
+from course.capture.run import capture_setup  # noqa: E402
+from course.capture.secrecy import analyse_lesson, capture_lesson  # noqa: E402
+from course.capture.setups import SETUPS, Namespaces  # noqa: E402
+from course.capture.sniff import NO_CAPTURE_VARIABLE, Capture, capture_available  # noqa: E402
+from course.capture.whosees import ITEMS, who_sees_what  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.tools import require_root, require_tool  # noqa: E402
 
@@ -148,7 +148,7 @@ def test_forward_secrecy_static_rsa_decrypts_with_the_key_ecdhe_does_not(live, p
 @pytest.mark.root
 def test_tlsproxy_capture_writes_every_file(live, tmp_path):
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "proxy.cli", "capture", "--setup", "terminate", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "course.cli", "capture", "--setup", "terminate", "--out", str(out)],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     for name in ("client-leg.pcap", "backend-leg.pcap", "keys.log", "ladder.png", "ladder.svg", "summary.txt",
@@ -165,7 +165,7 @@ def test_without_capture_permission_the_bundled_example_is_used(tmp_path):
     require_tool("tshark")
     env = {**os.environ, NO_CAPTURE_VARIABLE: "1"}
     out = tmp_path / "fallback"
-    done = subprocess.run([sys.executable, "-m", "proxy.cli", "capture", "--setup", "reencrypt", "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "course.cli", "capture", "--setup", "reencrypt", "--out", str(out),
                            "--no-pictures"], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -173,7 +173,7 @@ def test_without_capture_permission_the_bundled_example_is_used(tmp_path):
     assert (out / "client-leg.pcap").exists() and (out / "backend-leg.pcap").exists()
     summary = (out / "summary.txt").read_text()
     assert summary.count("they agree, byte for byte") == 2
-    assert "made with: tlsproxy capture --setup reencrypt --out proxy/data/example-capture/" in summary
+    assert "made with: tlsproxy capture --setup reencrypt --out course/data/example-capture/" in summary
 
 
 @pytest.mark.root
@@ -201,8 +201,8 @@ def test_capture_on_the_proxy_interfaces_of_the_namespace_lab(live, pki, tmp_pat
 
 def test_lesson_and_from_bundle_without_capture_permission(tmp_path, monkeypatch, capsys):
     require_tool("tshark")
-    from proxy import cli
-    from proxy.capture.bundle import load_example
+    from course import cli
+    from course.capture.bundle import load_example
 
     monkeypatch.setenv(NO_CAPTURE_VARIABLE, "1")
     monkeypatch.setattr(sys, "argv", ["tlsproxy"])            # cli.main() rewrites sys.argv

@@ -1,4 +1,4 @@
-"""proxy.children.stop_child on real child processes."""
+"""course.children.stop_child on real child processes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from proxy.children import stop_child
+from course.children import stop_child
 
 OBEDIENT = "import time\nprint('up', flush=True)\ntime.sleep(60)"
 STUBBORN = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"

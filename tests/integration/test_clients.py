@@ -6,8 +6,8 @@ import ssl
 
 import pytest
 
-from proxy.clients import http_get, https_get, tunnel_get
-from proxy.playground import Playground
+from course.clients import http_get, https_get, tunnel_get
+from course.playground import Playground
 from proxy.policy import ForwardPolicy, Rule
 
 WWW, ORIGIN = "www.example.test", "origin.example.test"

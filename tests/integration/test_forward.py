@@ -258,7 +258,7 @@ def test_lab_forward_config_loads():
 
 
 def test_serve_help_explains_the_modes():
-    run = subprocess.run([sys.executable, "-m", "proxy.cli", "serve", "--help"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "course.cli", "serve", "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=20, env={**CLEAN_ENV, "COLUMNS": "200"})
     for text in ("passthrough: no certificate", "forward: an HTTP forward proxy", "--allow SPEC",
                  "--source-address IP", "--connect-port"):

@@ -1,11 +1,11 @@
-"""proxy.tls.handshakes on real handshakes: requests through the terminating proxy traced
+"""course.handshakes on real handshakes: requests through the terminating proxy traced
 from both ends, full vs resumed, TLS 1.2 vs 1.3, and the handshake-cost loop."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.tls.handshakes import handshake_cost, request_context, traced_request, tracing
+from course.handshakes import handshake_cost, request_context, traced_request, tracing
 from tests.conftest import WWW
 
 RSA = "www-rsa.example.test"

@@ -1,4 +1,4 @@
-"""proxy.bench.layers, live: perf samples a running tlsproxy and nginx under load."""
+"""course.bench.layers, live: perf samples a running tlsproxy and nginx under load."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from proxy.bench.layers import LAYERS, layer_profile
+from course.bench.layers import LAYERS, layer_profile
 from tests.tools import require_tool
 
 

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from proxy import config as cfg
 from proxy.errors import ConfigError
-from proxy.nginx import NginxProcess, export_nginx, terminate_conf
-from proxy.origin import Origin
+from course.nginx import NginxProcess, export_nginx, terminate_conf
+from course.origin import Origin
 from proxy.server import ProxyServer
 from tests.conftest import API, REPO, WWW, client_context, free_port, tls_connect
 from tests.tools import require_tool
@@ -323,16 +323,16 @@ def test_cli_prints_the_config_and_warns_about_forward_listeners(tmp_path):
     toml.write_text((tmp_path / "lab" / "configs" / "terminate.toml").read_text()
                     + '\n[[listeners]]\nlisten = "127.0.0.1:3128"\nmode = "forward"\n')
     assert examples
-    done = subprocess.run([sys.executable, "-m", "proxy.cli", "export", "nginx", "--config", str(toml)],
+    done = subprocess.run([sys.executable, "-m", "course.cli", "export", "nginx", "--config", str(toml)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "http {" in done.stdout and "proxy_pass http://web;" in done.stdout
     assert "127.0.0.1:3128 is a forward proxy" in done.stderr
     out = tmp_path / "nginx.conf"
-    done = subprocess.run([sys.executable, "-m", "proxy.cli", "export", "nginx", "--config", str(toml),
+    done = subprocess.run([sys.executable, "-m", "course.cli", "export", "nginx", "--config", str(toml),
                            "--out", str(out), "--prefix", str(tmp_path / "run")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0 and f"pid {tmp_path / 'run'}/nginx.pid;" in out.read_text()
-    done = subprocess.run([sys.executable, "-m", "proxy.cli", "export", "nginx", "--config", str(tmp_path / "nope.toml")],
+    done = subprocess.run([sys.executable, "-m", "course.cli", "export", "nginx", "--config", str(tmp_path / "nope.toml")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 2 and "not found" in done.stderr and "Traceback" not in done.stderr

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proxy.errors import ConfigError
-from proxy.origin import Origin, generated_bytes, parse_size
+from course.origin import Origin, generated_bytes, parse_size
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -379,7 +379,7 @@ def test_ipv6_loopback():
 # --------------------------------------------------------------------------- command line
 def test_cli_prints_where_it_listens_serves_and_exits_cleanly_on_sigterm():
     process = subprocess.Popen(
-        [sys.executable, "-m", "proxy.origin", "--name", "cli", "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "course.origin", "--name", "cli", "--listen", "127.0.0.1:0",
          "--verbose"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -400,7 +400,7 @@ def test_cli_prints_where_it_listens_serves_and_exits_cleanly_on_sigterm():
 
 def test_cli_is_quiet_without_verbose_and_exits_cleanly_on_ctrl_c():
     process = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "origin", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "course.cli", "origin", "--listen", "127.0.0.1:0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = process.stdout.readline().decode().split()[-1]
@@ -422,7 +422,7 @@ def test_port_in_use_is_one_line():
             Origin("x", port=port).start()
         assert str(caught.value) == f"cannot listen on 127.0.0.1:{port}: address already in use"
         result = subprocess.run(
-            [sys.executable, "-m", "proxy.cli", "origin", "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "course.cli", "origin", "--listen", f"127.0.0.1:{port}"],
             cwd=ROOT, capture_output=True, timeout=30)
     assert result.returncode == 2
     assert result.stdout == b""

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from proxy import config as cfg
-from proxy.clients import http_get, https_get
+from course.clients import http_get, https_get
 from proxy.errors import ConfigError
-from proxy.origin import Origin
-from proxy.playground import Playground
+from course.origin import Origin
+from course.playground import Playground
 
 WWW = "www.example.test"
 

@@ -1,11 +1,11 @@
-"""proxy.capture.recorder: a relay that copies bytes unchanged and keeps each direction."""
+"""course.capture.recorder: a relay that copies bytes unchanged and keeps each direction."""
 
 from __future__ import annotations
 
 import socket
 import threading
 
-from proxy.capture.recorder import RecordingRelay
+from course.capture.recorder import RecordingRelay
 
 
 def test_both_directions_are_relayed_unchanged_and_recorded_with_half_close():

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from proxy.region import RegionAddresses, RegionLockScenario
+from course.region import RegionAddresses, RegionLockScenario
 from tests.conftest import REPO, free_port, wait_for_port
 from tests.tools import require_tool
 

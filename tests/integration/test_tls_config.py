@@ -64,7 +64,7 @@ access_log = "{tmp_path / 'access.log'}"
 def test_private_keys_are_never_readable_by_others(tmp_path):
     out = tmp_path / "certs"
     result = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "certs", "--dir", str(out), WWW, "api.example.test"],
+        [sys.executable, "-m", "course.cli", "certs", "--dir", str(out), WWW, "api.example.test"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: os.umask(0))  # the mode must not come from a friendly umask
     assert result.returncode == 0, result.stderr
@@ -82,7 +82,7 @@ IN_NAMESPACE = textwrap.dedent("""
     import json, socket, subprocess, sys
 
     def start(args, stream):
-        proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", *args], text=True,
+        proc = subprocess.Popen([sys.executable, "-m", "course.cli", *args], text=True,
                                 stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
                                 stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
         pipe = proc.stdout if stream == "stdout" else proc.stderr

@@ -91,7 +91,7 @@ def root_namespace_state() -> dict:
 
 def start_origin(net: Topology, *extra: str, listen: str | None = None) -> subprocess.Popen:
     listen = listen or net.address("origin", toward="proxy")
-    process = net.popen("origin", [sys.executable, "-m", "proxy.origin", "--name", "origin",
+    process = net.popen("origin", [sys.executable, "-m", "course.origin", "--name", "origin",
                                    "--listen", f"{listen}:{ORIGIN_PORT}", *extra],
                         stdout=subprocess.DEVNULL)
     net.wait_listening("origin", ORIGIN_PORT, process=process)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proxy.notebooks_run import execute
+from course.notebooks_run import execute
 from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))

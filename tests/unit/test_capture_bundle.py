@@ -1,4 +1,4 @@
-"""proxy.capture.bundle and the "capture not permitted" check of proxy.capture.sniff."""
+"""course.capture.bundle and the "capture not permitted" check of course.capture.sniff."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from proxy.capture.bundle import CaptureBundle, example_name, list_examples, load_example, merge_key_logs
-from proxy.capture.sniff import NO_CAPTURE_VARIABLE, capture_available, port_filter
+from course.capture.bundle import CaptureBundle, example_name, list_examples, load_example, merge_key_logs
+from course.capture.sniff import NO_CAPTURE_VARIABLE, capture_available, port_filter
 
 
 def test_examples_cover_every_setup_and_record_how_they_were_made():
@@ -20,7 +20,7 @@ def test_examples_cover_every_setup_and_record_how_they_were_made():
             continue
         bundle = CaptureBundle(load_example().directory.parent / name)
         assert bundle.metadata["command"].startswith("tlsproxy capture --setup ")
-        assert f"--out proxy/data/example-capture/{name}" in bundle.metadata["command"]
+        assert f"--out course/data/example-capture/{name}" in bundle.metadata["command"]
         assert all(leg.pcap.exists() for leg in bundle.legs.values())
         assert bundle.keys_log.exists()
 

@@ -1,6 +1,6 @@
-"""proxy.capture.decrypt and dissect, offline: the bundled captures decrypted three ways.
+"""course.capture.decrypt and dissect, offline: the bundled captures decrypted three ways.
 
-These need no root (the captures are in proxy/data/example-capture); the live
+These need no root (the captures are in course/data/example-capture); the live
 versions, on fresh captures of every setup, are in tests/integration/test_capture.py.
 """
 
@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("scapy")
 
-from proxy.capture import decrypt  # noqa: E402
-from proxy.capture.bundle import list_examples, load_example  # noqa: E402
-from proxy.capture.dissect import dissect_all, split_http_prefix  # noqa: E402
-from proxy.capture.secrecy import analyse_lesson, example_lesson  # noqa: E402
+from course.capture import decrypt  # noqa: E402
+from course.capture.bundle import list_examples, load_example  # noqa: E402
+from course.capture.dissect import dissect_all, split_http_prefix  # noqa: E402
+from course.capture.secrecy import analyse_lesson, example_lesson  # noqa: E402
 from tests.tools import require_tool  # noqa: E402
 
 

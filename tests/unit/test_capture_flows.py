@@ -1,4 +1,4 @@
-"""proxy.capture.flows: packets -> TCP connections -> each side's byte stream.
+"""course.capture.flows: packets -> TCP connections -> each side's byte stream.
 
 Packets are built by hand (no capture needed): the reassembly must put payloads at
 ``seq - (ISN + 1)``, survive retransmissions and reordering, find the client by its
@@ -7,7 +7,7 @@ SYN, and cope with a capture that started after the handshake.
 
 from __future__ import annotations
 
-from proxy.capture.flows import CapturedPacket, connections_from_packets
+from course.capture.flows import CapturedPacket, connections_from_packets
 
 CLIENT, SERVER = ("127.0.0.2", 50000), ("127.0.0.1", 8443)
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01

@@ -1,11 +1,11 @@
-"""proxy.capture.setups: the six setups as processes, checked as command lines (nothing runs)."""
+"""course.capture.setups: the six setups as processes, checked as command lines (nothing runs)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from proxy import setups as project_setups
-from proxy.capture.setups import SETUPS, Lab, Loopback
+from course import setups as project_setups
+from course.capture.setups import SETUPS, Lab, Loopback
 
 
 def lab(name: str, pki, tmp_path: Path) -> Lab:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 
-from proxy.clients import Reply, fingerprint
+from course.clients import Reply, fingerprint
 
 
 def test_reply_reads_the_origins_json_and_headers():

@@ -1,4 +1,4 @@
-"""proxy.bench.cpu: the accounting the benchmark's every figure rests on.
+"""course.bench.cpu: the accounting the benchmark's every figure rests on.
 
 A child process burns a known amount of CPU, measured by itself with
 ``time.process_time()``, and ``cpu.read_cpu`` read from outside before and after
@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from proxy.bench import cpu
+from course.bench import cpu
 
 BURN_SECONDS = 0.5
 TOLERANCE = 0.10

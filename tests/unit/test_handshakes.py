@@ -1,11 +1,11 @@
-"""proxy.tls.handshakes: flights and round trips from traces (built from callback reports),
+"""course.handshakes: flights and round trips from traces (built from callback reports),
 and certificate sizes read from the demo certificates."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.tls.handshakes import certificate_summary, flights, round_trips
+from course.handshakes import certificate_summary, flights, round_trips
 from proxy.tls.records import HandshakeType as H
 from proxy.tls.trace import RECORD_HEADER, HandshakeTrace, make_event
 

@@ -3,7 +3,7 @@
 Checked three ways: published vectors (RFC 5869 for HKDF; RFC 8448 §3, the "Simple
 1-RTT Handshake", for every secret, key and IV and for the records themselves), round
 trips and tampering, and a live loopback TLS 1.3 connection between Python ssl
-endpoints recorded by a byte-copying relay (``proxy.capture.recorder``) and decrypted
+endpoints recorded by a byte-copying relay (``course.capture.recorder``) and decrypted
 with the server's key log, once per cipher suite.
 """
 
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.capture.recorder import RecordingRelay
+from course.capture.recorder import RecordingRelay
 from proxy.errors import TLSDecryptError, TLSParseError
 from proxy.tls.keyschedule import (
     CIPHER_SUITES,

@@ -1,6 +1,6 @@
-"""proxy.capture.ladder: arrows computed from real (bundled) captures, and the files drawn.
+"""course.capture.ladder: arrows computed from real (bundled) captures, and the files drawn.
 
-The example captures in proxy/data/example-capture were made with ``tlsproxy capture``
+The example captures in course/data/example-capture were made with ``tlsproxy capture``
 (see their README), so these tests need neither root nor a network.
 """
 
@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("scapy")
 pytest.importorskip("matplotlib")
 
-from proxy.capture.bundle import load_example  # noqa: E402
-from proxy.capture.ladder import Arrow, draw, ladder_arrows, rows  # noqa: E402
+from course.capture.bundle import load_example  # noqa: E402
+from course.capture.ladder import Arrow, draw, ladder_arrows, rows  # noqa: E402
 
 
 def flow(arrows, leg, connection=1):
@@ -81,7 +81,7 @@ def test_draw_two_columns_for_a_direct_setup(tmp_path):
 
 
 def test_committed_figures_are_drawn_from_the_bundled_captures(tmp_path):
-    from proxy.capture.ladder import regenerate_committed_figures
+    from course.capture.ladder import regenerate_committed_figures
 
     paths = regenerate_committed_figures(tmp_path)
     assert sorted(p.name for p in paths) == sorted(f"ladder-{n}.{e}" for n in ("tls13", "tls12", "tls13-resumed")

@@ -1,10 +1,10 @@
-"""proxy.bench.layers: filing perf's sampled functions into layers (sans-IO, canned report)."""
+"""course.bench.layers: filing perf's sampled functions into layers (sans-IO, canned report)."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.bench.layers import LAYERS, format_layers, layer_of, parse_report
+from course.bench.layers import LAYERS, format_layers, layer_of, parse_report
 
 # `perf report --no-children --sort dso,sym --stdio -g none`, trimmed, as perf 6.1 prints it.
 REPORT = """\

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from proxy import cli, pki
+from course import cli
+from proxy import pki
 from proxy.errors import ConfigError
 from tests.tools import require_tool
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from proxy.playground import LogLines, format_table, in_parallel
+from course.playground import LogLines, format_table, in_parallel
 
 
 def test_format_table_aligns_dict_rows_and_spells_booleans_and_none():

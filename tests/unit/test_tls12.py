@@ -1,7 +1,7 @@
-"""proxy.capture.tls12: the TLS 1.2 PRF, record decryption, and static RSA with the server's key.
+"""course.capture.tls12: the TLS 1.2 PRF, record decryption, and static RSA with the server's key.
 
 The PRF is checked against the published TLS 1.2 (P_SHA256) test vector; decryption
-against the bundled captures (see proxy/data/example-capture/README.md), whose key logs
+against the bundled captures (see course/data/example-capture/README.md), whose key logs
 and server key were written by OpenSSL.
 """
 
@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("scapy")
 
-from proxy.capture import tls12  # noqa: E402
-from proxy.capture.bundle import load_example  # noqa: E402
-from proxy.capture.secrecy import example_lesson  # noqa: E402
+from course.capture import tls12  # noqa: E402
+from course.capture.bundle import load_example  # noqa: E402
+from course.capture.secrecy import example_lesson  # noqa: E402
 from proxy.errors import TLSDecryptError, TLSParseError  # noqa: E402
 from proxy.tls.keyschedule import parse_key_log  # noqa: E402
 
@@ -47,7 +47,7 @@ def test_a_wrong_master_secret_fails_authentication_instead_of_giving_garbage():
 
 
 def lesson_connection(name):
-    from proxy.capture.flows import read_connections
+    from course.capture.flows import read_connections
 
     (connection,) = read_connections(example_lesson() / f"{name}.pcap")
     return connection

@@ -1,4 +1,4 @@
-"""proxy.capture.whosees: the "who sees what" table, computed from bundled captures.
+"""course.capture.whosees: the "who sees what" table, computed from bundled captures.
 
 Each expectation below is a property of the setup that the computation must find in
 the bytes (the example captures were made by ``tlsproxy capture``; integration tests
@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("scapy")
 
-from proxy.capture.bundle import load_example  # noqa: E402
-from proxy.capture.whosees import ITEMS, who_sees_what  # noqa: E402
+from course.capture.bundle import load_example  # noqa: E402
+from course.capture.whosees import ITEMS, who_sees_what  # noqa: E402
 
 EVERYTHING = dict.fromkeys(ITEMS, True)
 

@@ -1,0 +1,268 @@
+"""Charts of a results document, as PNG and SVG (matplotlib, no display needed).
+
+Theory of operation
+-------------------
+Five figures, each drawn from the ``summary`` rows of ``results.json`` (so a chart
+can be redrawn from a saved file without measuring again: ``draw_all(json.load(f),
+out)``):
+
+=====================  ===============================================================
+``offload``            CPU per request stacked by component, origin below, proxy above,
+                       one bar per setup (the client is excluded): the offload chart.
+                       In setup 3 the origin's part shrinks to plain HTTP; the proxy's
+                       part is what the TLS cost moved to.
+``origin_cpu``         the origin's CPU per request across setups, per workload: who pays
+                       for TLS when the proxy does not terminate it.
+``handshakes``         CPU per new connection of whoever terminates the client's TLS:
+                       full vs resumed, ECDSA vs RSA, TLS 1.3 vs 1.2; the crypto floor
+                       from ``openssl speed`` as a line.
+``throughput_latency`` requests/s, bulk MB/s, and p50/p99 latency per setup.
+``vs_nginx``           the proxy-over-nginx ratios with the issue's targets.
+=====================  ===============================================================
+
+Every figure has a footer naming the machine, the versions and the date: a chart
+without them invites a comparison across machines that the numbers cannot bear.
+Rows missing from a run (``--quick`` measures fewer workloads) are simply absent;
+a panel with no data says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from course.bench.workloads import ALL, BY_NAME  # noqa: E402
+
+COLORS = {"origin": "#4C72B0", "proxy": "#DD8452", "nginx": "#55A868", "floor": "#8C8C8C",
+          "met": "#55A868", "missed": "#C44E52", "info": "#8C8C8C"}
+LABELS = {s: f"{i} {s}" for i, s in enumerate(ALL, 1)}
+LABELS["nginx"] = "nginx (ref.)"
+HANDSHAKE_VARIANTS = (  # (workload, label)
+    ("newconn", "1.3 ECDSA full"), ("newconn-resumed", "1.3 resumed"), ("newconn-rsa", "1.3 RSA full"),
+    ("newconn-tls12", "1.2 ECDSA full"), ("newconn-tls12-resumed", "1.2 resumed"),
+    ("newconn-tls12-rsa", "1.2 RSA full"),
+)
+
+
+def _rows(document: dict, workload: str, client: str = "loadgen") -> list[dict]:
+    rows = [r for r in document["summary"] if r["workload"] == workload and r["client"] == client]
+    return sorted(rows, key=lambda r: ALL.index(r["setup"]) if r["setup"] in ALL else 99)
+
+
+def _footer(fig, document: dict) -> None:
+    m = document.get("machine", {})
+    p = document.get("parameters", {})
+    text = (f"{m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, {m.get('kernel', '')}; "
+            f"Python {m.get('python', '?')}, {m.get('python_openssl', '?')}; nginx {m.get('nginx') or '-'}; "
+            f"{m.get('date', '')}; {p.get('rounds', '?')} rounds x {p.get('duration', '?')} s"
+            f"{' (--quick)' if p.get('quick') else ''}; median of rounds")
+    fig.text(0.01, 0.005, text, fontsize=6.5, color="#555555", ha="left", va="bottom")
+
+
+def _no_data(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no data for {what}\n(not measured in this run)", ha="center", va="center",
+            transform=ax.transAxes, color="#777777")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig, out: Path, name: str, document: dict) -> list[Path]:
+    _footer(fig, document)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    paths = [out / f"{name}.png", out / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=120)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------- the offload chart
+def offload(document: dict, out: Path) -> list[Path]:
+    workloads = [w for w in ("keepalive-1k", "newconn", "bulk-1m") if _rows(document, w)] or ["keepalive-1k"]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5.2 * len(workloads), 4.6), squeeze=False)
+    for ax, workload in zip(axes[0], workloads):
+        rows = _rows(document, workload)
+        if not rows:
+            _no_data(ax, workload)
+            continue
+        x = range(len(rows))
+        origin = [r["cpu_us_per_request"].get("origin") or 0 for r in rows]
+        proxy = [r["cpu_us_per_request"].get("proxy") or 0 for r in rows]
+        ax.bar(x, origin, color=COLORS["origin"], label="origin")
+        ax.bar(x, proxy, bottom=origin, color=[COLORS["nginx"] if r["setup"] == "nginx" else COLORS["proxy"]
+                                               for r in rows], label="proxy (nginx in green)")
+        for i, r in enumerate(rows):
+            low, high = r.get("system_cpu_us_range") or (None, None)
+            total = origin[i] + proxy[i]
+            if low is not None and high and high > low:
+                ax.plot([i, i], [low, high], color="black", linewidth=0.8)
+            ax.text(i, total, f"{total:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(list(x), [LABELS.get(r["setup"], r["setup"]) for r in rows], rotation=35, ha="right",
+                      fontsize=8)
+        ax.set_ylabel("CPU µs per request (client excluded)")
+        ax.set_title(BY_NAME[workload].title if workload in BY_NAME else workload, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Where TLS costs CPU: per request, by component (bar = origin + proxy; line = range of rounds)",
+                 fontsize=10)
+    return _save(fig, out, "offload", document)
+
+
+def origin_cpu(document: dict, out: Path) -> list[Path]:
+    workloads = [w for w in ("keepalive-1k", "newconn", "bulk-1m", "upload-1m") if _rows(document, w)]
+    fig, axes = plt.subplots(1, max(1, len(workloads)), figsize=(4.2 * max(1, len(workloads)), 4.2), squeeze=False)
+    if not workloads:
+        _no_data(axes[0][0], "the origin")
+    for ax, workload in zip(axes[0], workloads):
+        rows = _rows(document, workload)
+        values = [r["cpu_us_per_request"].get("origin") or 0 for r in rows]
+        ax.bar(range(len(rows)), values, color=COLORS["origin"])
+        for i, v in enumerate(values):
+            ax.text(i, v, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(rows)), [LABELS.get(r["setup"], r["setup"]) for r in rows], rotation=35,
+                      ha="right", fontsize=8)
+        ax.set_title(workload, fontsize=9)
+        ax.set_ylabel("origin CPU µs per request")
+    fig.suptitle("The origin's CPU per request: it pays for TLS unless a proxy terminates it", fontsize=10)
+    return _save(fig, out, "origin_cpu", document)
+
+
+def handshakes(document: dict, out: Path) -> list[Path]:
+    """CPU per new connection of the TLS terminator, by handshake variant."""
+    setups = [s for s in ALL if s != "direct-http"
+              and any(r["setup"] == s for w, _ in HANDSHAKE_VARIANTS for r in _rows(document, w))]
+    variants = [(w, label) for w, label in HANDSHAKE_VARIANTS if _rows(document, w)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(setups) + 2), 4.6))
+    if not setups:
+        _no_data(ax, "handshakes")
+        return _save(fig, out, "handshakes", document)
+    width = 0.8 / max(1, len(variants))
+    cmap = plt.get_cmap("tab10")
+    for j, (workload, label) in enumerate(variants):
+        xs, ys = [], []
+        for i, setup in enumerate(setups):
+            row = next((r for r in _rows(document, workload) if r["setup"] == setup), None)
+            if row is None:
+                continue
+            # The component that terminates the client's TLS: the origin when there is no proxy in
+            # front that decrypts; in passthrough and forward the proxy only copies bytes.
+            role = "origin" if setup in ("direct-https", "passthrough", "forward") else "proxy"
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(row["cpu_us_per_request"].get(role) or 0)
+        ax.bar(xs, ys, width, label=label, color=cmap(j))
+    floor = ((document.get("crypto_floor") or {}).get("per_operation") or {})
+    if floor.get("tls13_ecdsa_full_handshake_server_floor_us"):
+        ax.axhline(floor["tls13_ecdsa_full_handshake_server_floor_us"], color=COLORS["floor"], linestyle="--",
+                   linewidth=1, label="crypto floor: ECDSA sign + 2 X25519 (openssl speed)")
+    ax.set_xticks(range(len(setups)), [LABELS.get(s, s) for s in setups], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("CPU µs per new connection (TLS terminator)")
+    ax.set_title("Handshake cost of whoever terminates the client's TLS (origin in 2, 5, 6; proxy in 3, 4, nginx)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, out, "handshakes", document)
+
+
+def throughput_latency(document: dict, out: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    cmap = plt.get_cmap("tab10")
+    panels = (
+        (axes[0], ("keepalive-1k", "newconn"), lambda r: r["requests_per_second"], "requests per second"),
+        (axes[1], ("bulk-1m", "bulk-20m", "upload-1m"), lambda r: (r["bytes_per_second"] or 0) / 1e6, "MB/s"),
+    )
+    for ax, workloads, value, unit in panels:
+        present = [w for w in workloads if _rows(document, w)]
+        if not present:
+            _no_data(ax, ", ".join(workloads))
+            continue
+        setups = [s for s in ALL if any(r["setup"] == s for w in present for r in _rows(document, w))]
+        width = 0.8 / len(present)
+        for j, workload in enumerate(present):
+            rows = {r["setup"]: r for r in _rows(document, workload)}
+            xs = [i - 0.4 + width * (j + 0.5) for i, s in enumerate(setups) if s in rows]
+            ax.bar(xs, [value(rows[s]) or 0 for s in setups if s in rows], width, label=workload, color=cmap(j))
+        ax.set_xticks(range(len(setups)), [LABELS.get(s, s) for s in setups], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    present = [w for w in ("keepalive-1k", "newconn") if _rows(document, w)]
+    if present:
+        setups = [s for s in ALL if any(r["setup"] == s for w in present for r in _rows(document, w))]
+        width = 0.8 / len(present)
+        for j, workload in enumerate(present):
+            rows = {r["setup"]: r for r in _rows(document, workload)}
+            xs = [i - 0.4 + width * (j + 0.5) for i, s in enumerate(setups) if s in rows]
+            p50 = [(rows[s]["latency_us"]["p50"] or 0) / 1000 for s in setups if s in rows]
+            p99 = [(rows[s]["latency_us"]["p99"] or 0) / 1000 for s in setups if s in rows]
+            ax.bar(xs, p50, width, color=cmap(j), label=f"{workload} p50")
+            ax.scatter(xs, p99, color=cmap(j), marker="_", s=120, label=f"{workload} p99")
+        ax.set_xticks(range(len(setups)), [LABELS.get(s, s) for s in setups], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("latency, ms")
+        ax.legend(fontsize=7)
+    else:
+        _no_data(ax, "latency")
+    concurrency = {w: BY_NAME[w].concurrency for w in ("keepalive-1k", "bulk-1m") if w in BY_NAME}
+    fig.suptitle("Throughput and latency with our load generator (Python, threads: "
+                 f"{concurrency.get('keepalive-1k')} connections, {concurrency.get('bulk-1m')} for bulk), "
+                 "client and servers sharing the machine", fontsize=10)
+    return _save(fig, out, "throughput_latency", document)
+
+
+def vs_nginx(document: dict, out: Path) -> list[Path]:
+    rows = [r for r in document.get("vs_nginx") or [] if r["value"] is not None and r["figure"] != "rss_per_connection"]
+    memory = next((r for r in document.get("vs_nginx") or [] if r["figure"] == "rss_per_connection"), None)
+    fig, (ax, ax_mem) = plt.subplots(1, 2, figsize=(12, 0.45 * max(4, len(rows)) + 1.5),
+                                     gridspec_kw={"width_ratios": [3, 1]})
+    if rows:
+        labels = [f"{r['workload']}: {r['figure'].replace('_', ' ')}" for r in rows]
+        colors = [COLORS["info"] if r["met"] is None else COLORS["met"] if r["met"] else COLORS["missed"] for r in rows]
+        y = range(len(rows))
+        ax.barh(y, [r["value"] for r in rows], color=colors)
+        for i, r in enumerate(rows):
+            ax.text(r["value"], i, f" {r['value']:g}", va="center", fontsize=7)
+            if r["target"] is not None:
+                ax.plot([r["target"], r["target"]], [i - 0.4, i + 0.4], color="black", linewidth=1.5)
+        ax.axvline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_yticks(list(y), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        values = [r["value"] for r in rows] + [r["target"] for r in rows if r["target"] is not None]
+        ticks = [t for t in (0.05, 0.1, 0.2, 0.3, 0.5, 1, 1.4, 2, 2.5, 3, 5, 10, 20)
+                 if min(values) / 1.5 <= t <= max(values) * 1.5]
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("ratio (CPU: proxy / nginx, lower is better; throughput: higher is better); | = target")
+    else:
+        _no_data(ax, "proxy vs nginx (run with nginx installed)")
+    if memory and memory["proxy"] is not None:
+        values = [memory["proxy"] / 1000, (memory["reference"] or 0) / 1000]
+        ax_mem.bar([0, 1], values, color=[COLORS["met"] if memory["met"] else COLORS["missed"], COLORS["nginx"]])
+        ax_mem.axhline(memory["target"] / 1000, color="black", linewidth=1.2, label="target")
+        ax_mem.set_xticks([0, 1], ["tlsproxy", "nginx"])
+        ax_mem.set_ylabel("RSS growth, kB per idle TLS connection")
+        ax_mem.legend(fontsize=7)
+    else:
+        _no_data(ax_mem, "idle connections")
+    fig.suptitle("tlsproxy against nginx (1 worker), same run, same machine: green = target met, red = missed",
+                 fontsize=10)
+    return _save(fig, out, "vs_nginx", document)
+
+
+CHARTS = (offload, origin_cpu, handshakes, throughput_latency, vs_nginx)
+
+
+def draw_all(document: dict, out: str | os.PathLike[str]) -> list[Path]:
+    """Every chart as PNG and SVG in ``out``; the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for chart in CHARTS:
+        paths += chart(document, out)
+    return paths

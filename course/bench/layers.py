@@ -1,0 +1,181 @@
+"""Where the proxy's CPU goes, by layer: ``perf`` samples of tlsproxy and of nginx, side by side.
+
+Theory of operation
+-------------------
+cProfile (``course.bench.profiling``) sees Python functions only; it cannot say how
+much of the process's time the *kernel* spent putting its threads to sleep and
+waking them, nor how much went into OpenSSL or the interpreter loop itself.  Linux's
+``perf`` can: ``perf record -e cpu-clock -g -p PID`` samples the process about a
+thousand times a second wherever it runs, in user space or in the kernel on its
+behalf, and ``perf report --sort dso,sym`` says in which library and function each
+sample landed.  (``cpu-clock`` is a software timer, so it works in a virtual
+machine without hardware counters.)
+
+``layer_of`` files every sampled function into one of a few layers::
+
+    code        the server's own code: libpython (the bytecode loop, objects,
+                memory) for tlsproxy, the nginx executable for nginx
+    openssl     libssl and libcrypto: records, AES-GCM, handshakes
+    scheduler   the kernel switching and waking threads: finish_task_switch,
+                try_to_wake_up, futex (Python's GIL and locks), schedule
+    kernel      the rest of the kernel: system calls, TCP/IP on loopback
+    libc, other
+
+One caveat, written where the figures are printed: in a virtual machine a sample
+taken while interrupts are off is counted when they come back on, so the
+scheduler's lock releases (``_raw_spin_unlock_irqrestore``) stand for the waking
+done under those locks, the peer's wake-up on a socket write included.
+
+``layer_profile`` runs one workload against the terminate setup and nginx, records
+each proxy process during the measured window, and turns the shares into CPU
+microseconds per request (share x that cell's CPU per request).  The cell is a run of
+its own, with perf sampling, so its totals sit a little above the benchmark table's.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from course.bench.measure import run_cell
+from course.bench.setups import SetupLauncher, instance_key
+from course.bench.workloads import BY_NAME
+
+LAYERS = ("code", "openssl", "scheduler", "kernel", "libc", "other")
+LAYER_TITLES = {
+    "code": "own code (the Python interpreter; nginx)",
+    "openssl": "OpenSSL (libssl, libcrypto)",
+    "scheduler": "kernel: sleeping, waking, switching threads",
+    "kernel": "kernel: system calls, TCP/IP",
+    "libc": "libc (malloc, memcpy, ...)",
+    "other": "other",
+}
+# Kernel functions that are the scheduler's work: a thread going to sleep (schedule,
+# futex waits: the GIL), being switched to (finish_task_switch) or woken (try_to_wake_up).
+_SCHEDULER = re.compile(r"finish_task_switch|__schedule|^schedule|try_to_wake_up|_raw_spin_unlock_irq|"
+                        r"futex|pick_next|dequeue_task|enqueue_task|update_curr|select_task_rq|ttwu|"
+                        r"switch_mm|__switch_to|psi_|sched_")
+# One line of `perf report --no-children --sort dso,sym --stdio -g none`:
+#     18.37%  [kernel.kallsyms]        [k] finish_task_switch.isra.0
+_REPORT_LINE = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+\[([k.])\]\s+(.+?)\s*$")
+
+
+def layer_of(dso: str, symbol: str, kernel: bool) -> str:
+    """Which layer a sample's function belongs to (see the module docstring)."""
+    if kernel:
+        return "scheduler" if _SCHEDULER.search(symbol) else "kernel"
+    if "libpython" in dso or dso.startswith("python") or dso == "nginx":
+        return "code"
+    if "libssl" in dso or "libcrypto" in dso or "_ssl" in dso:  # _ssl: CPython's module around them
+        return "openssl"
+    if dso.startswith("libc.") or dso.startswith("libc-") or "ld-linux" in dso:
+        return "libc"
+    return "other"
+
+
+def parse_report(text: str) -> dict[str, float]:
+    """Shares (0..1) per layer from ``perf report``'s flat text."""
+    shares = dict.fromkeys(LAYERS, 0.0)
+    for line in text.splitlines():
+        match = _REPORT_LINE.match(line)
+        if match is None:
+            continue
+        percent, dso, mode, symbol = match.groups()
+        shares[layer_of(dso, symbol, mode == "k")] += float(percent) / 100
+    total = sum(shares.values())
+    return {layer: round(share / total, 4) for layer, share in shares.items()} if total else shares
+
+
+def perf_path() -> str | None:
+    return shutil.which("perf")
+
+
+def record(pids: list[int], seconds: float, path: Path) -> subprocess.CompletedProcess:
+    """Sample ``pids`` (all their threads) for ``seconds`` into ``path``."""
+    argv = [perf_path() or "perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g",
+            "-p", ",".join(map(str, pids)), "-o", str(path), "--", "sleep", f"{seconds:g}"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+
+
+def report(path: Path) -> str:
+    argv = [perf_path() or "perf", "report", "-i", str(path), "--no-children", "--sort", "dso,sym",
+            "--stdio", "-g", "none", "--percent-limit", "0"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", seconds: float = 4.0,
+                  warmup: float = 0.5) -> dict:
+    """tlsproxy (terminate) and nginx under one workload, each proxy process sampled by perf.
+
+    The answer: for each implementation, the cell's CPU per request of the proxy, the
+    layer shares, and the shares in µs per request; or {"error": why} without perf.
+    """
+    if perf_path() is None:
+        return {"error": "perf is not installed (Debian: linux-perf)"}
+    workload = BY_NAME[workload_name]
+    perf_dir = workdir / "perf"
+    perf_dir.mkdir(parents=True, exist_ok=True)
+    launcher = SetupLauncher(pki, perf_dir)
+    keys = [instance_key("terminate", workload.cert), instance_key("nginx", workload.cert)]
+    result: dict = {"workload": workload_name, "seconds": seconds, "implementations": {}}
+    print(f"bench: sampling tlsproxy and nginx with perf under {workload_name}, {seconds:g}s each",
+          file=sys.stderr)
+    try:
+        running = launcher.start(keys)
+        for key in keys:
+            target = running.get(key)
+            if target is None:
+                continue
+            data = perf_dir / f"{key[0]}.data"
+            recorded: dict = {}
+
+            def sample(pids=target.components["proxy"], data=data) -> None:
+                time.sleep(warmup + 0.3)  # past the load generator's warm-up; done before its window ends
+                recorded["done"] = record(pids, seconds, data)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            measured = run_cell(target, workload, str(pki.ca), warmup=warmup, duration=seconds + 1.0,
+                                max_requests=10_000_000)
+            sampler.join()
+            done = recorded.get("done")
+            if done is None or done.returncode != 0 or not data.exists():
+                reason = (done.stderr.strip().splitlines() or ["no output"])[-1] if done else "did not run"
+                return {"error": f"perf record failed: {reason}"}
+            shares = parse_report(report(data))
+            per_request = measured["cpu_us_per_request"].get("proxy")
+            result["implementations"][target.implementation] = {
+                "cpu_us_per_request": per_request,
+                "switches_per_request": (measured.get("switches_per_request") or {}).get("proxy"),
+                "shares": shares,
+                "us_per_request": {layer: round(share * per_request, 1) if per_request else None
+                                   for layer, share in shares.items()},
+            }
+    finally:
+        launcher.stop()
+    return result
+
+
+def format_layers(profile: dict) -> str:
+    if profile.get("error"):
+        return f"\nwhere the proxy's CPU goes: not measured ({profile['error']})"
+    names = list(profile["implementations"])
+    lines = [f"\nwhere the proxy process's CPU goes, by layer ({profile['workload']}; perf cpu-clock samples, "
+             "µs per request and share)",
+             "  " + f"{'layer':<46}" + "".join(f"{name:>20}" for name in names)]
+    for layer in LAYERS:
+        cells = []
+        for name in names:
+            entry = profile["implementations"][name]
+            us, share = entry["us_per_request"].get(layer), entry["shares"].get(layer, 0.0)
+            cells.append(f"{(us or 0):>10.1f} µs {share * 100:>4.0f}%")
+        lines.append("  " + f"{LAYER_TITLES[layer]:<46}" + "".join(f"{c:>20}" for c in cells))
+    totals = "".join(f"{(profile['implementations'][n]['cpu_us_per_request'] or 0):>13.1f} µs     " for n in names)
+    lines.append("  " + f"{'all (this sampled run: perf adds its cost)':<46}" + totals)
+    lines.append("  (in a VM, waking done under a lock with interrupts off is counted at the lock's release)")
+    return "\n".join(lines)

@@ -1,0 +1,362 @@
+"""``tlsproxy bench``: start the setups, run the workloads in interleaved rounds, report.
+
+Theory of operation
+-------------------
+One invocation measures everything it compares, so every ratio is between figures
+taken minutes apart on the same machine, never across runs::
+
+    start every setup's processes (origins, proxies, nginx)   setups.SetupLauncher
+    openssl speed (everything idle)                            floor.crypto_floor
+    for round in 1..R:                 ┐ interleaved: A B C, A B C, ... so a slow
+        for workload in workloads:     │ moment of the machine hits one sample of
+            for setup in its setups:   │ every setup, and the median drops it
+                one cell (loadgen, then wrk where it can drive)   measure.run_cell
+    1,000 idle connections on fresh processes (terminate, nginx)  once
+    summary (medians), ratios to nginx, results.json/.csv, charts, table
+
+``--quick`` is the subset for CI and notebooks (keep-alive 1 KB and new connection
+on all six setups and nginx, bulk 1 MB on terminate and nginx; 2 rounds of half a
+second per cell, under a minute).  A full run measures every workload of
+``workloads.WORKLOADS``; each cell is bounded in time and in requests.
+
+``--vs-nginx`` prints the proxy-over-nginx ratios with the targets of the issue and
+whether each is met, beside the crypto floor.  ``--profile`` then runs the proxy
+once more under cProfile (every thread) with the keep-alive workload and prints the
+15 functions with the most time of their own: where the proxy's CPU goes.
+``--layers`` (on by default with ``--vs-nginx``, when ``perf`` is installed) samples
+tlsproxy and nginx with ``perf`` under the same workload and prints their CPU per
+request by layer: own code, OpenSSL, the kernel's thread switching, the rest of the
+kernel (``course.bench.layers``): why a ratio is what it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from course.bench import results
+from course.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_drive, wrk_path
+from course.bench.layers import format_layers, layer_profile, perf_path
+from course.bench.profiling import format_profile, profile_proxy
+from course.bench.report import format_table, format_vs_nginx
+from course.bench.setups import SetupLauncher, instance_key
+from course.bench.workloads import ALL, BY_NAME, NGINX, WORKLOADS, Workload, select, setups_for
+from proxy.errors import ConfigError
+
+FORMAT = "tlsproxy-bench/1"
+IDLE_DURATION = 60.0  # the idle window's bound: opening 1,000 TLS connections takes a few seconds
+
+
+@dataclass
+class Options:
+    out: Path = Path("build/bench")
+    quick: bool = False
+    rounds: int = 3
+    duration: float = 1.5
+    warmup: float = 0.5
+    max_requests: int = 200_000
+    workloads: list[str] = field(default_factory=list)
+    setups: list[str] = field(default_factory=list)
+    nginx: bool = True
+    wrk: bool | None = None  # None: in full runs when installed
+    vs_nginx: bool = False
+    crypto_floor: bool | None = None  # None: in full runs and with --vs-nginx
+    charts: bool = True
+    certs: Path | None = None
+    workdir: Path | None = None  # logs, PKI, nginx prefixes (default: OUT/work)
+    profile: bool = False
+    profile_seconds: float = 5.0
+    profile_workload: str = "keepalive-1k"
+    layers: bool | None = None  # None: with --vs-nginx, when perf is installed
+
+    @classmethod
+    def quick_defaults(cls, **overrides) -> Options:
+        return cls(**{"quick": True, "rounds": 2, "duration": 0.5, "warmup": 0.2, **overrides})
+
+
+# --------------------------------------------------------------------------- what to run
+def available_setups(options: Options, notes: list[str]) -> list[str]:
+    """The setups this machine and this tree can run, in teaching order."""
+    wanted = options.setups or list(ALL)
+    unknown = [s for s in wanted if s not in ALL]
+    if unknown:
+        raise ConfigError(f"unknown setup {unknown[0]!r} (one of {', '.join(ALL)})")
+    chosen = []
+    for setup in wanted:
+        if setup in ("passthrough", "forward") and importlib.util.find_spec(f"proxy.modes.{setup}") is None:
+            notes.append(f"{setup}: skipped, proxy/modes/{setup}.py does not exist yet")
+            continue
+        if setup == NGINX:
+            from course.nginx import nginx_path
+
+            if not options.nginx:
+                continue
+            if not nginx_path():
+                if options.setups:
+                    raise ConfigError("nginx is not installed (apt-get install nginx-light)")
+                notes.append("nginx: skipped, not installed (apt-get install nginx-light)")
+                continue
+        chosen.append(setup)
+    return chosen
+
+
+def plan(options: Options, setups: list[str]) -> list[tuple[Workload, str, str]]:
+    """One round's cells: (workload, setup, client), workloads in table order, setups interleaved."""
+    use_wrk = options.wrk if options.wrk is not None else (not options.quick and bool(wrk_path()))
+    cells = []
+    for workload in select(options.workloads, quick=options.quick):
+        if workload.kind == "idle":
+            continue  # measured once, on fresh processes (see run_idle)
+        for setup in setups_for(workload, setups, quick=options.quick):
+            cells.append((workload, setup, "loadgen"))
+        if use_wrk and wrk_path():
+            for setup in setups_for(workload, setups, quick=options.quick):
+                if wrk_can_drive(setup, workload):
+                    cells.append((workload, setup, "wrk"))
+    return cells
+
+
+class Progress:
+    """A one-line text progress bar on stderr (a line per step when stderr is not a terminal)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.started = time.monotonic()
+        self.tty = stream.isatty()
+
+    def step(self, label: str) -> None:
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label}  eta {eta:.0f}s"
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.done += 1
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write(f"bench: {self.total} cells in {time.monotonic() - self.started:.0f}s\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- running
+def _pki(options: Options, workdir: Path):
+    from proxy.pki import ensure_demo_certs
+
+    return ensure_demo_certs(Path(options.certs).resolve() if options.certs else workdir / "pki")
+
+
+def run_rounds(options: Options, setups: list[str], pki, workdir: Path, document: dict) -> None:
+    cells = plan(options, setups)
+    keys = sorted({instance_key(s, w.cert) for w, s, _ in cells})
+    launcher = SetupLauncher(pki, workdir)
+    try:
+        running = launcher.start(keys) if keys else {}
+        document["setups"] = {f"{s}/{c}": {"implementation": r.implementation, "pids": r.components}
+                              for (s, c), r in running.items()}
+        if _want_floor(options):
+            document["crypto_floor"] = _floor()
+        progress = Progress(options.rounds * len(cells))
+        for round_number in range(1, options.rounds + 1):
+            for workload, setup, client in cells:
+                progress.step(f"round {round_number}/{options.rounds} {workload.name} {setup} ({client})")
+                target = running[instance_key(setup, workload.cert)]
+                try:
+                    if client == "wrk":
+                        m = run_wrk_cell(target, workload, duration=options.duration)
+                    else:
+                        m = run_cell(target, workload, str(pki.ca), warmup=options.warmup,
+                                     duration=options.duration, max_requests=options.max_requests)
+                except CellFailed as error:
+                    document["failures"].append({"round": round_number, "workload": workload.name,
+                                                 "setup": setup, "client": client, "error": str(error)})
+                    continue
+                if not m["requests"]:  # nothing succeeded: there is no per-request figure to report
+                    document["failures"].append({"round": round_number, "workload": workload.name, "setup": setup,
+                                                 "client": client, "error": f"no request succeeded: {m['errors']}"})
+                    continue
+                m["round"] = round_number
+                document["measurements"].append(m)
+        progress.finish()
+    finally:
+        launcher.stop()
+
+
+def run_idle(options: Options, setups: list[str], pki, workdir: Path, document: dict) -> None:
+    """The memory workload, once, on freshly started processes (a used process's heap would hide growth)."""
+    for workload in select(options.workloads, quick=options.quick):
+        if workload.kind != "idle":
+            continue
+        for setup in setups_for(workload, setups, quick=options.quick):
+            launcher = SetupLauncher(pki, workdir / "idle")
+            try:
+                target = launcher.start([instance_key(setup, workload.cert)])[instance_key(setup, workload.cert)]
+                print(f"bench: {workload.name} on {setup} (fresh processes)", file=sys.stderr)
+                m = run_cell(target, workload, str(pki.ca), warmup=options.warmup, duration=IDLE_DURATION,
+                             max_requests=workload.connections)
+                m["round"] = 1
+                document["measurements"].append(m)
+            except CellFailed as error:
+                document["failures"].append({"round": 1, "workload": workload.name, "setup": setup,
+                                             "client": "loadgen", "error": str(error)})
+            finally:
+                launcher.stop()
+
+
+def _want_floor(options: Options) -> bool:
+    return options.crypto_floor if options.crypto_floor is not None else (options.vs_nginx or not options.quick)
+
+
+def _floor() -> dict | None:
+    from course.bench.floor import crypto_floor
+
+    print("bench: openssl speed (the crypto floor), ~5 s", file=sys.stderr)
+    try:
+        return crypto_floor()
+    except (OSError, ValueError) as error:
+        return {"error": str(error)}
+
+
+def run_benchmark(options: Options) -> dict:
+    """Measure; write results.json, results.csv, rounds.csv and the charts into ``options.out``."""
+    out = Path(options.out)
+    # Absolute: nginx reads the certificate paths from its configuration relative to its
+    # own prefix, so a relative --out (the default, build/bench) would point it nowhere.
+    workdir = Path(options.workdir or out / "work").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    setups = available_setups(options, notes)
+    for note in notes:
+        print(f"bench: {note}", file=sys.stderr)
+    pki = _pki(options, workdir)
+    document = {
+        "format": FORMAT,
+        "machine": results.machine_info(),
+        "parameters": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+                       "setups_run": setups, "proxy_access_log": "off (nginx: access_log off)",
+                       "loadgen": "python -m course.bench.loadgen (threads, one connection each)"},
+        "workloads": [asdict(w) for w in select(options.workloads, quick=options.quick)],
+        "notes": notes, "crypto_floor": None, "setups": {}, "measurements": [], "failures": [],
+    }
+    run_rounds(options, setups, pki, workdir, document)
+    run_idle(options, setups, pki, workdir, document)
+    document["summary"] = results.summarize(document["measurements"])
+    document["vs_nginx"] = results.nginx_ratios(document["summary"], document["crypto_floor"],
+                                                  document["measurements"])
+    if options.profile:
+        document["profile"] = profile_proxy(pki, workdir, out, seconds=options.profile_seconds,
+                                            warmup=options.warmup, workload_name=options.profile_workload)
+    if want_layers(options, setups):
+        document["layers"] = layer_profile(pki, workdir, workload_name=options.profile_workload,
+                                           seconds=min(options.profile_seconds, 4.0), warmup=options.warmup)
+    document["files"] = {k: str(p) for k, p in results.write(out, document).items()}
+    if options.charts:
+        from course.bench.charts import draw_all
+
+        document["charts"] = [str(p) for p in draw_all(document, out)]
+        results.write(out, document)  # again, now listing the charts
+    return document
+
+
+def want_layers(options: Options, setups: list[str]) -> bool:
+    if NGINX not in setups:
+        return False
+    if options.layers is None:
+        return options.vs_nginx and perf_path() is not None
+    return options.layers
+
+
+# --------------------------------------------------------------------------- command line
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Start the six setups (and nginx when installed) as processes on loopback, run the "
+                          "workloads in interleaved rounds, and report CPU per request per component, throughput "
+                          "and latency, with charts.")
+    add = parser.add_argument
+    add("--out", default="build/bench", type=Path, help="folder for results.json/.csv and charts (default %(default)s)")
+    add("--quick", action="store_true", help="the small subset for CI and notebooks (under a minute)")
+    add("--rounds", type=int, help="interleaved rounds (default 3; --quick 2)")
+    add("--duration", type=float, help="seconds per cell (default 1.5; --quick 0.5)")
+    add("--warmup", type=float, help="warm-up seconds per cell (default 0.5; --quick 0.2)")
+    add("--max-requests", type=int, default=200_000, help="request bound per cell (default %(default)s)")
+    add("--workloads", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
+    add("--setups", help=f"comma-separated subset of: {', '.join(ALL)}")
+    add("--no-nginx", action="store_true", help="leave nginx out")
+    add("--wrk", action=argparse.BooleanOptionalAction, default=None,
+        help="also drive the setups wrk can reach with wrk (default: in full runs, when installed)")
+    add("--vs-nginx", action="store_true", help="print the course/nginx ratios against the targets")
+    add("--crypto-floor", action=argparse.BooleanOptionalAction, default=None,
+        help="run openssl speed for the floor (default: full runs and --vs-nginx)")
+    add("--no-charts", action="store_true", help="skip the charts")
+    add("--certs", type=Path, help="reuse the demo PKI in this folder (default: OUT/work/pki)")
+    add("--profile", action="store_true", help="afterwards, profile the proxy under keep-alive (cProfile, top 15)")
+    add("--profile-seconds", type=float, default=5.0, help="length of the profiled run (default %(default)s)")
+    add("--profile-workload", default="keepalive-1k", metavar="NAME", choices=[w.name for w in WORKLOADS if w.kind != "idle"],
+        help="the workload of the profiled run (default %(default)s)")
+    add("--layers", action=argparse.BooleanOptionalAction, default=None,
+        help="afterwards, sample tlsproxy and nginx with perf under the --profile-workload and print where "
+             "their CPU goes by layer (default: with --vs-nginx, when perf is installed)")
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    base = Options.quick_defaults() if args.quick else Options()
+    overrides = {k: v for k, v in (("rounds", args.rounds), ("duration", args.duration), ("warmup", args.warmup))
+                 if v is not None}
+    split = lambda text: [s.strip() for s in text.split(",") if s.strip()] if text else []  # noqa: E731
+    options = replace(base, out=args.out, max_requests=args.max_requests, workloads=split(args.workloads),
+                      setups=split(args.setups), nginx=not args.no_nginx, wrk=args.wrk, vs_nginx=args.vs_nginx,
+                      crypto_floor=args.crypto_floor, charts=not args.no_charts, certs=args.certs,
+                      profile=args.profile, profile_seconds=args.profile_seconds,
+                      profile_workload=args.profile_workload, layers=args.layers, **overrides)
+    if options.rounds < 1 or options.duration <= 0 or options.warmup < 0:
+        raise ConfigError("--rounds must be at least 1 and --duration positive")
+    try:
+        select(options.workloads, quick=options.quick)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return options
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    document = run_benchmark(options)
+    print(format_table(document))
+    if options.vs_nginx:
+        print(format_vs_nginx(document))
+    if document.get("profile"):
+        print(format_profile(document["profile"]))
+    if document.get("layers"):
+        print(format_layers(document["layers"]))
+    for failure in document["failures"]:
+        print(f"bench: FAILED {failure['workload']} on {failure['setup']} ({failure['client']}, round "
+              f"{failure['round']}): {failure['error']}", file=sys.stderr)
+    print(f"\nbench: results in {document['files']['json']}, {document['files']['csv']}"
+          + (f"; {len(document.get('charts', []))} chart files in {options.out}" if document.get("charts") else ""))
+    return 1 if document["failures"] else 0
+
+
+def regenerate_committed_figures(out: str = "diagrams/bench") -> list[Path]:
+    """The ``make diagrams`` hook: a --quick run (with the crypto floor) whose charts land in ``out``.
+
+    The results.json and results.csv they were drawn from are written beside them, so
+    a committed figure always comes with its machine and parameters.
+    """
+    with tempfile.TemporaryDirectory(prefix="tlsproxy-bench-") as workdir:  # logs and keys stay out of git
+        options = Options.quick_defaults(out=Path(out), workdir=Path(workdir), crypto_floor=True, vs_nginx=True)
+        document = run_benchmark(options)
+    return [Path(p) for p in document.get("charts", [])]
+
+
+if __name__ == "__main__":
+    from course.cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,104 @@
+"""The workloads of the benchmark, as a table.
+
+Theory of operation
+-------------------
+A workload says what the load generator does on each connection, and which setups
+it is run against.  Each question the benchmark asks has one row:
+
+==================  ==========================================================
+keep-alive 1 KB     the steady state: TLS already set up, small answers.  The
+                    per-request cost of parsing, forwarding and record crypto.
+new connection      one TCP connection, one TLS handshake, one request: the
+                    handshake-bound case, where offloading TLS matters most.
+resumed             the same with a session ticket (no certificate, no
+                    signature): what resumption saves.
+RSA / TLS 1.2       the same handshake with an RSA-2048 certificate, or the
+                    older protocol: the cost of the signature algorithm.
+bulk 1 MB / 20 MB   throughput: record encryption and copying dominate.
+upload 1 MB         the same, client to origin.
+idle 1,000          memory: 1,000 kept-alive TLS connections doing nothing.
+==================  ==========================================================
+
+``QUICK`` marks the rows (and setups) ``tlsproxy bench --quick`` runs; everything
+else runs in a full run.  A row lists the setups it makes sense for: the
+certificate comparison needs a TLS endpoint that can hold an RSA certificate, the
+memory row compares the proxy with nginx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The setups of DESIGN.md, in teaching order, and the production reference.
+SETUPS = ("direct-http", "direct-https", "terminate", "reencrypt", "passthrough", "forward")
+NGINX = "nginx"
+ALL = (*SETUPS, NGINX)
+TLS_SETUPS = tuple(s for s in ALL if s != "direct-http")
+CERT_SETUPS = ("direct-https", "terminate", NGINX)  # where the benchmark can swap the certificate
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row of the table: what the load generator does, and against which setups."""
+
+    name: str
+    title: str
+    kind: str  # "keepalive" (requests on kept connections), "newconn" (a connection per request),
+    #            "upload" (POST a body on kept connections), "idle" (hold connections open)
+    path: str = "/bytes/1k"  # the origin's generated-bytes endpoint (course/origin/handlers.py)
+    upload_size: int = 0
+    tls_version: str = "1.3"
+    cert: str = "ecdsa"  # "ecdsa" (P-256) or "rsa" (2048): the certificate the client is shown
+    resume: bool = False  # offer the previous connection's session (full vs resumed handshake)
+    setups: tuple[str, ...] = ALL
+    concurrency: int = 4  # load generator threads, one connection each
+    quick_setups: tuple[str, ...] = ()  # the setups --quick runs this row for (empty: not in --quick)
+    connections: int = 0  # "idle": how many connections to hold
+    bulk: bool = False  # a throughput row: its headline figure is bytes per second
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("keepalive-1k", "keep-alive, 1 KB responses, TLS 1.3", "keepalive", quick_setups=ALL),
+    Workload("newconn", "new TLS 1.3 connection per request (ECDSA P-256, full handshake)", "newconn",
+             quick_setups=ALL),
+    Workload("newconn-resumed", "new TLS 1.3 connection per request, resumed (session ticket)", "newconn",
+             resume=True, setups=TLS_SETUPS),
+    Workload("newconn-rsa", "new TLS 1.3 connection per request, RSA-2048 certificate", "newconn",
+             cert="rsa", setups=CERT_SETUPS),
+    Workload("newconn-tls12", "new TLS 1.2 connection per request (ECDHE-ECDSA, full)", "newconn",
+             tls_version="1.2", setups=CERT_SETUPS),
+    Workload("newconn-tls12-resumed", "new TLS 1.2 connection per request, resumed", "newconn",
+             tls_version="1.2", resume=True, setups=CERT_SETUPS),
+    Workload("newconn-tls12-rsa", "new TLS 1.2 connection per request, RSA-2048 (ECDHE-RSA)", "newconn",
+             tls_version="1.2", cert="rsa", setups=CERT_SETUPS),
+    Workload("keepalive-1k-tls12", "keep-alive, 1 KB responses, TLS 1.2", "keepalive", tls_version="1.2",
+             setups=CERT_SETUPS),
+    Workload("bulk-1m", "bulk download, 1 MB responses on kept connections", "keepalive", path="/bytes/1m",
+             bulk=True, concurrency=2, quick_setups=("terminate", NGINX)),
+    Workload("bulk-20m", "bulk download, 20 MB responses on kept connections", "keepalive", path="/bytes/20m",
+             bulk=True, concurrency=2),
+    Workload("upload-1m", "upload, 1 MB request bodies on kept connections", "upload", path="/upload",
+             upload_size=1 << 20, bulk=True, concurrency=2),
+    Workload("idle-1000", "1,000 idle keep-alive TLS connections: resident memory", "idle",
+             setups=("terminate", NGINX), connections=1000),
+)
+
+BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+def select(names: list[str] | None, *, quick: bool) -> list[Workload]:
+    """The workloads to run: the named ones, the quick subset, or all."""
+    if names:
+        unknown = [n for n in names if n not in BY_NAME]
+        if unknown:
+            raise ValueError(f"unknown workload {unknown[0]!r} (one of {', '.join(BY_NAME)})")
+        return [BY_NAME[n] for n in names]
+    if quick:
+        return [w for w in WORKLOADS if w.quick_setups]
+    return list(WORKLOADS)
+
+
+def setups_for(workload: Workload, available: list[str], *, quick: bool) -> list[str]:
+    """The setups, of those running, that ``workload`` is run against (in teaching order)."""
+    wanted = workload.quick_setups if quick and workload.quick_setups else workload.setups
+    return [s for s in available if s in wanted]

@@ -1,0 +1,26 @@
+"""See TLS at work: capture both legs of a setup, decrypt them, draw and tabulate them.
+
+::
+
+    sniff.py     Capture: scapy + libpcap on loopback or inside a lab namespace; capture_available()
+    flows.py     pcap -> TCP connections -> the byte stream each side sent
+    dissect.py   a connection's HTTP messages or TLS records, opened with a key log
+    tls12.py     TLS 1.2 record decryption (key log or, for static RSA, the server's key)
+    decrypt.py   three independent decryptions (scapy, our key schedule, tshark), cross-checked
+    secrecy.py   the forward-secrecy lesson: static RSA vs ECDHE, the server's key alone
+    ladder.py    ladder (sequence) diagrams: client | proxy | origin, one arrow per packet
+    whosees.py   "who sees what", computed from the bytes and each party's key log
+    client.py    the lab client and the markers in its request
+    recorder.py  a relay that keeps a copy of each direction (a capture without capturing)
+    setups.py    the six setups as processes, on loopback or in the namespace lab network
+    bundle.py    a capture directory (pcaps, key logs, metadata); load_example()
+    run.py       ``tlsproxy capture``
+
+Importing this package does not import scapy or matplotlib; the modules that need
+them import them when used.
+"""
+
+from course.capture.bundle import CaptureBundle, load_example
+from course.capture.sniff import Capture, capture_available
+
+__all__ = ["Capture", "CaptureBundle", "capture_available", "load_example"]

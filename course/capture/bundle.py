@@ -1,0 +1,166 @@
+"""A capture bundle: the pcaps of both legs, the key logs and a metadata file, in one directory.
+
+Theory of operation
+-------------------
+Everything the analysis needs travels together, so a capture made on one machine (as
+root) can be decrypted, drawn and tabulated on another (without root)::
+
+    metadata.json          what ran: setup, TLS version, hosts, ports, markers, tools
+    client-leg.pcap        client <-> proxy (or origin, in the direct setups)
+    backend-leg.pcap       proxy <-> origin (setups with a proxy)
+    keys.log               every secret any party logged (NSS key log: Wireshark reads it)
+    keys/<party>.log       each party's own key log: who could decrypt what
+    client.json            what the lab client sent and received, per connection
+    server-cert.pem        the certificate the client was shown
+
+``CaptureBundle`` reads such a directory.  ``load_example()`` returns one of the
+captures shipped in ``course/data/example-capture/`` (made with ``tlsproxy capture``;
+their README says how to make them again), which is what a student without root
+uses: live capture needs root or CAP_NET_RAW, analysis needs neither.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+METADATA = "metadata.json"
+FORMAT = 1
+EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "example-capture"
+PARTIES = ("client", "proxy", "proxy-backend", "origin")
+
+
+@dataclass(frozen=True)
+class Leg:
+    name: str                 # "client" or "backend"
+    pcap: Path
+    ends: tuple[str, str]     # (the end that connects, the end that listens), e.g. ("client", "proxy")
+    server_port: int
+
+
+class CaptureBundle:
+    """A capture directory, read through its metadata."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        path = self.directory / METADATA
+        if not path.exists():
+            raise FileNotFoundError(f"{self.directory} is not a capture bundle (no {METADATA})")
+        self.metadata: dict = json.loads(path.read_text())
+
+    # -- what ran
+    @property
+    def setup(self) -> str:
+        return self.metadata["setup"]
+
+    @property
+    def tls(self) -> str | None:
+        return self.metadata.get("tls")
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.metadata.get("resumed"))
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        """Host name -> IP address it used ("client": "127.0.0.2", ...)."""
+        return self.metadata["hosts"]
+
+    @property
+    def markers(self) -> dict[str, str]:
+        return self.metadata["markers"]
+
+    @property
+    def title(self) -> str:
+        version = f", TLS {self.tls}" if self.tls else ""
+        return f"{self.setup}{version}{', resumed' if self.resumed else ''} ({self.metadata.get('network', '?')})"
+
+    # -- the files
+    @property
+    def legs(self) -> dict[str, Leg]:
+        return {name: Leg(name, self.directory / leg["pcap"], tuple(leg["ends"]), int(leg["server_port"]))
+                for name, leg in self.metadata["legs"].items()}
+
+    @property
+    def keys_log(self) -> Path:
+        return self.directory / "keys.log"
+
+    def keylog(self, party: str) -> Path | None:
+        """``party``'s own key log ("client", "proxy", "proxy-backend", "origin"), if it wrote one."""
+        name = self.metadata.get("keylogs", {}).get(party)
+        return self.directory / name if name else None
+
+    @property
+    def certificate(self) -> Path | None:
+        name = self.metadata.get("certificate")
+        return self.directory / name if name else None
+
+    @property
+    def client_report(self) -> dict:
+        return json.loads((self.directory / self.metadata.get("client_report", "client.json")).read_text())
+
+    def connections(self, leg: str):
+        """The TCP connections of one leg (needs scapy to read the pcap)."""
+        from course.capture.flows import read_connections
+
+        info = self.legs[leg]
+        return read_connections(info.pcap, [info.server_port])
+
+    def copy_to(self, destination: str | Path) -> "CaptureBundle":
+        """Copy the bundle's files (not pictures or summaries) into ``destination``."""
+        destination = Path(destination)
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in [METADATA, "keys.log", self.metadata.get("client_report", "client.json"),
+                     self.metadata.get("certificate"), *[leg["pcap"] for leg in self.metadata["legs"].values()],
+                     *self.metadata.get("keylogs", {}).values(), *self.metadata.get("extra_files", [])]:
+            if name and (self.directory / name).exists():
+                (destination / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.directory / name, destination / name)
+        return CaptureBundle(destination)
+
+    def __repr__(self) -> str:
+        return f"<CaptureBundle {self.title} in {self.directory}>"
+
+
+def merge_key_logs(paths: list[Path], destination: Path) -> None:
+    """One key log from several: every distinct line once, in the order first seen."""
+    seen: dict[str, None] = {}
+    for path in paths:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip() and not line.startswith("#"):
+                    seen.setdefault(line.strip())
+    destination.write_text("".join(line + "\n" for line in seen))
+
+
+def write_metadata(directory: Path, metadata: dict) -> CaptureBundle:
+    (directory / METADATA).write_text(json.dumps({"format": FORMAT, **metadata}, indent=1) + "\n")
+    return CaptureBundle(directory)
+
+
+# --------------------------------------------------------------------------- the examples
+def example_name(setup: str = "terminate", tls: str | None = "1.3", resumed: bool = False) -> str:
+    """The directory name of an example capture: ``terminate-tls13``, ``direct-http``, ..."""
+    if setup == "direct-http":
+        return setup
+    return f"{setup}-tls{(tls or '1.3').replace('.', '')}" + ("-resumed" if resumed else "")
+
+
+def list_examples() -> list[str]:
+    if not EXAMPLES.is_dir():
+        return []
+    return sorted(p.name for p in EXAMPLES.iterdir() if (p / METADATA).exists())
+
+
+def load_example(setup: str = "terminate", tls: str | None = "1.3", resumed: bool = False) -> CaptureBundle:
+    """The bundled example capture closest to what was asked for.
+
+    Exactly that setup, TLS version and resumption if it is shipped; else the same setup
+    with TLS 1.3; else the terminate example.  ``bundle.title`` says which one it is.
+    """
+    for name in (example_name(setup, tls, resumed), example_name(setup), example_name()):
+        if (EXAMPLES / name / METADATA).exists():
+            return CaptureBundle(EXAMPLES / name)
+    raise FileNotFoundError(f"no example captures in {EXAMPLES} (the package data is missing)")

@@ -1,0 +1,225 @@
+"""``tlsproxy capture``: run one setup, capture both legs, decrypt three ways, draw, tabulate.
+
+Theory of operation
+-------------------
+::
+
+    tlsproxy capture --setup terminate --out run1 [--tls 1.2|1.3] [--resumed]
+
+1. ``capture_setup`` starts the setup's origin and proxy as processes (``setups.Lab``)
+   on fresh ports, with every TLS endpoint logging its secrets, starts one capture
+   per leg (loopback: one per port on ``lo``; lab network: one per interface of the
+   proxy), runs the lab client, stops the servers (so their FINs are captured) and
+   the captures, and writes a capture bundle (``bundle.py``).
+2. ``analyse`` reads a bundle, from this run or from anywhere: decrypts each leg with
+   scapy, with our own key schedule and with tshark and checks they agree
+   (``decrypt.py``), draws the ladder diagram (``ladder.py``), computes who sees what
+   (``whosees.py``) and writes ``summary.txt``.
+
+When this machine cannot capture (not root, no CAP_NET_RAW, no libpcap), the command
+says why in one line and analyses the bundled example capture instead, so the rest of
+the lesson still works.  Output directory after a run::
+
+    client-leg.pcap  backend-leg.pcap  keys.log  keys/  client.json  server-cert.pem
+    metadata.json  logs/  ladder.png  ladder.svg  summary.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import shlex
+import shutil
+import ssl
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from course.capture.bundle import CaptureBundle, load_example, merge_key_logs, write_metadata
+from course.capture.client import Markers
+from course.capture.setups import SETUPS, Lab, Loopback, available_setups
+from course.capture.sniff import capture_available
+from proxy.errors import ConfigError
+
+LEG_FILES = {"client": "client-leg.pcap", "backend": "backend-leg.pcap"}
+
+
+# --------------------------------------------------------------------------- capture
+def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: bool = False,
+                  network=None, pki=None, command: str | None = None) -> CaptureBundle:
+    """Run ``setup`` once end to end while capturing both legs; return the bundle in ``out``."""
+    from proxy.pki import ensure_demo_certs
+
+    chosen = SETUPS[setup]
+    network = network or Loopback()
+    out = Path(out)
+    clear_outputs(out)
+    with contextlib.ExitStack() as cleanup:
+        if pki is None:
+            pki = ensure_demo_certs(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tlslab-pki-")))
+        lab = cleanup.enter_context(Lab(chosen, network, out, pki))
+        captures = {leg: network.capture(chosen.leg_ends(leg), out / LEG_FILES[leg],
+                                         lab.ports["proxy" if leg == "client" and chosen.mode else "origin"])
+                    for leg in chosen.legs}
+        with contextlib.ExitStack() as capturing:
+            for capture in captures.values():
+                capturing.enter_context(capture)
+            report = lab.run_client(tls=tls, resumed=resumed)
+            lab.stop()                     # inside the capture: the closing FINs belong to it
+    return _write_bundle(out, chosen, lab, network, report, tls=tls if chosen.client_tls else None,
+                         resumed=resumed, command=command)
+
+
+OUTPUTS = ("client-leg.pcap", "backend-leg.pcap", "keys.log", "client.json", "server-cert.pem", "metadata.json",
+           "ladder.png", "ladder.svg", "summary.txt")
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what an earlier run left in ``out`` (only our own file names): key logs are
+    appended to, and a stale backend pcap would be mistaken for this run's."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    for directory in ("keys", "logs"):
+        if (out / directory).is_dir():
+            for path in (out / directory).iterdir():
+                if path.suffix == ".log":
+                    path.unlink()
+
+
+def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, resumed, command) -> CaptureBundle:
+    (out / "client.json").write_text(json.dumps(report, indent=1) + "\n")
+    certificate = next((c["certificate"] for c in report["connections"] if c.get("certificate")), None)
+    if certificate:
+        (out / "server-cert.pem").write_text(certificate)
+    keylogs = {party: f"keys/{party}.log" for party in ("client", "proxy", "proxy-backend", "origin")
+               if (out / "keys" / f"{party}.log").exists()}
+    merge_key_logs([out / name for name in keylogs.values()], out / "keys.log")
+    legs = {leg: {"pcap": LEG_FILES[leg], "ends": list(setup.leg_ends(leg)),
+                  "server_port": lab.ports["proxy" if leg == "client" and setup.mode else "origin"]}
+            for leg in setup.legs}
+    return write_metadata(out, {
+        "setup": setup.name, "picture": setup.picture, "summary": setup.summary, "tls": tls, "resumed": resumed,
+        "network": network.name,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or f"tlsproxy capture --setup {setup.name} --out {shlex.quote(str(out))}"
+                              + (f" --tls {tls}" if tls else "") + (" --resumed" if resumed else ""),
+        "hosts": {host: lab.address(host) for host in setup.hosts},
+        "ports": lab.ports,
+        "server_name": "www.example.test",
+        "legs": legs, "keylogs": keylogs, "markers": vars(Markers()),
+        "client_report": "client.json", "certificate": "server-cert.pem" if certificate else None,
+        "versions": _versions(),
+    })
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION}
+    with contextlib.suppress(ImportError):
+        import scapy
+
+        versions["scapy"] = scapy.VERSION
+    return versions
+
+
+# --------------------------------------------------------------------------- analysis
+@dataclass
+class Report:
+    bundle: CaptureBundle
+    decryptions: dict                    # leg -> decrypt.CrossCheck
+    table: object                        # whosees.Table
+    pictures: list[Path]
+    summary: str
+
+
+def analyse(bundle: CaptureBundle, out: str | Path | None = None, *, pictures: bool = True) -> Report:
+    """Decrypt every leg three ways, draw the ladder, compute who sees what, write summary.txt."""
+    from course.capture import decrypt, ladder, whosees
+
+    out = Path(out) if out is not None else bundle.directory
+    out.mkdir(parents=True, exist_ok=True)
+    decryptions = {leg: decrypt.cross_check(info.pcap, bundle.keys_log, [info.server_port])
+                   for leg, info in bundle.legs.items()}
+    table = whosees.who_sees_what(bundle)
+    drawn = ladder.draw_bundle(bundle, out / "ladder") if pictures else []
+    summary = format_summary(bundle, decryptions, table, drawn)
+    (out / "summary.txt").write_text(summary)
+    return Report(bundle, decryptions, table, drawn, summary)
+
+
+def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: list[Path]) -> str:
+    lines = [f"TLS Termination Lab capture: {bundle.title}",
+             f"  {bundle.metadata.get('picture', '')}: {bundle.metadata.get('summary', '')}",
+             f"  made with: {bundle.metadata.get('command', '?')}",
+             "  hosts: " + ", ".join(f"{h} {a}" for h, a in bundle.hosts.items()), ""]
+    for leg, check in decryptions.items():
+        lines += [f"== {leg} leg ({' <-> '.join(bundle.legs[leg].ends)}, {bundle.legs[leg].pcap.name})",
+                  check.format(), ""]
+    lines += ["== who sees what (computed from the captured bytes and each party's key log)", table.format(), ""]
+    if pictures:
+        lines.append("ladder diagram: " + ", ".join(p.name for p in pictures))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Run one setup end to end on loopback, capture both legs with their TLS keys, "
+                          "decrypt the request three ways (scapy, our key schedule, tshark), draw the "
+                          "ladder diagram and compute who sees what.  Needs root (or CAP_NET_RAW) to "
+                          "capture; without it, the bundled example capture is analysed instead.")
+    parser.add_argument("--setup", choices=list(SETUPS), default="terminate", help="which setup (default terminate)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for pcaps, keys, pictures, summary")
+    parser.add_argument("--tls", choices=("1.2", "1.3"), default="1.3", help="the client's TLS version")
+    parser.add_argument("--resumed", action="store_true", help="a second connection that resumes the session")
+    parser.add_argument("--no-pictures", action="store_true", help="skip the ladder diagram (PNG, SVG)")
+    parser.add_argument("--from-bundle", metavar="DIR", help="analyse an existing capture bundle, capture nothing")
+    parser.add_argument("--lesson", choices=("forward-secrecy",),
+                        help="instead of a setup: a static-RSA and an ECDHE TLS 1.2 session, decrypted with "
+                             "the server's private key alone")
+
+
+def run_lesson(out: Path) -> int:
+    from course.capture import secrecy
+
+    reason = capture_available()
+    if reason:
+        print(f"tlsproxy capture: {reason}; analysing the bundled example capture instead.", file=sys.stderr)
+        shutil.copytree(secrecy.example_lesson(), out, dirs_exist_ok=True)
+    else:
+        secrecy.capture_lesson(out)
+    result = secrecy.analyse_lesson(out)
+    (out / "summary.txt").write_text(result.format() + "\n")
+    print(result.format())
+    return 0
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.lesson:
+        return run_lesson(out)
+    if args.from_bundle:
+        bundle = CaptureBundle(args.from_bundle)
+        if Path(args.from_bundle).resolve() != out.resolve():
+            bundle = bundle.copy_to(out)
+    else:
+        reason = capture_available()
+        if reason is None and args.setup not in available_setups():
+            reason = f"setup {args.setup} is not implemented yet (proxy/modes/{SETUPS[args.setup].mode}.py)"
+        if reason:
+            example = load_example(args.setup, args.tls, args.resumed)
+            print(f"tlsproxy capture: {reason}; analysing the bundled example capture "
+                  f"({example.title}) instead.", file=sys.stderr)
+            bundle = example.copy_to(out)
+        else:
+            command = shlex.join(["tlsproxy", "capture", *sys.argv[2:]]) if len(sys.argv) > 2 else None
+            try:
+                bundle = capture_setup(args.setup, out, tls=args.tls, resumed=args.resumed, command=command)
+            except (RuntimeError, TimeoutError) as error:
+                raise ConfigError(str(error)) from None
+    report = analyse(bundle, out, pictures=not args.no_pictures)
+    print(report.summary)
+    return 0
