@@ -26,7 +26,14 @@ import os
 import sys
 from pathlib import Path
 
-import matplotlib
+try:
+    import matplotlib
+except ModuleNotFoundError as error:  # `make diagrams` without the lab extra: one line, no traceback
+    if __name__ == "__main__":
+        from course.extras import exit_if_missing
+
+        exit_if_missing("make diagrams (python -m course.diagrams)", error)
+    raise
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -168,7 +175,7 @@ def draw_reader_states(out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     pairs: dict[tuple, list[str]] = {}
     for (source, label), target in TRANSITIONS.items():
-        pairs.setdefault((source, target), []).append(label)
+        pairs.setdefault((source, target), []).append(label.value)
     for (source, target), labels in pairs.items():
         (x1, y1), (x2, y2) = layout[source], layout[target]
         reverse = (target, source) in pairs

@@ -40,6 +40,7 @@ from course import clients
 from proxy import http1
 from course.capture.recorder import RecordingRelay
 from proxy.drive import next_event
+from proxy.transport import Transport
 from proxy.errors import BadGateway, render_error
 from proxy.http1.framing import request_framing
 from proxy.tls.clienthello import NEED_DATA as HELLO_NEED_DATA, ClientHelloReader
@@ -91,7 +92,8 @@ class TinyForwarder:
 
     def _forward(self, client: socket.socket, client_ip: str) -> None:
         reader = http1.RequestReader()
-        request = next_event(reader, client, http1.NEED_DATA, timeout=TIMEOUT)
+        client_side = Transport(client)
+        request = next_event(reader, client_side, timeout=TIMEOUT)
         if not isinstance(request, http1.Request):
             return
         upstream = self.rewrite(request, client_ip)
@@ -101,7 +103,7 @@ class TinyForwarder:
         with socket.create_connection(self.origin, timeout=TIMEOUT) as origin:
             origin.sendall(http1.serialize_request_head(upstream))
             while True:  # the body, as the origin will read it
-                event = next_event(reader, client, http1.NEED_DATA, timeout=TIMEOUT)
+                event = next_event(reader, client_side, timeout=TIMEOUT)
                 if isinstance(event, http1.EndOfMessage):
                     if framing.kind == "chunked":
                         origin.sendall(http1.encode_last_chunk())
@@ -117,13 +119,14 @@ class TinyForwarder:
                         method: str) -> None:
         reader = http1.ResponseReader()
         reader.expect_response_to(method)
-        response = next_event(reader, origin, http1.NEED_DATA, timeout=TIMEOUT)
+        origin_side = Transport(origin)
+        response = next_event(reader, origin_side, timeout=TIMEOUT)
         out, mode = http1.prepare_downstream_response(response, client_version=request.version,
                                                       request_method=request.method)
         out.headers.set("Connection", "close")  # one request per connection
         self.responding = True
         client.sendall(http1.serialize_response_head(out))
-        while not isinstance(event := next_event(reader, origin, http1.NEED_DATA, timeout=TIMEOUT),
+        while not isinstance(event := next_event(reader, origin_side, timeout=TIMEOUT),
                              http1.EndOfMessage):
             client.sendall(http1.encode_chunk(event.data) if mode == "chunked" else event.data)
         if mode == "chunked":
@@ -215,11 +218,7 @@ def capture_client_hello(server_name: str | None, alpn: tuple[str, ...] = ("http
         with conn:
             conn.settimeout(TIMEOUT)
             reader = ClientHelloReader()
-            while reader.next_event() is HELLO_NEED_DATA:
-                data = conn.recv(4096)
-                if not data:
-                    raise EOFError("the client closed before its ClientHello was complete")
-                reader.feed(data)
+            next_event(reader, Transport(conn), timeout=TIMEOUT, need_data=HELLO_NEED_DATA)
         thread.join(TIMEOUT)
         return reader.raw
 

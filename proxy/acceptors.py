@@ -48,7 +48,7 @@ import threading
 import time
 from typing import Callable
 
-from proxy.drive import kernel_timeouts
+from proxy.transport import kernel_timeouts
 
 SLOT_WAIT = 0.5  # seconds: how often a thread waiting for a slot looks at ``draining``
 

@@ -53,7 +53,7 @@ def status(server, meter: RateMeter) -> dict:
     """Everything the page shows, as one JSON-friendly dict."""
     snapshot = server.stats.snapshot()
     with server.connections_lock:
-        states = Counter(conn.state for conn in server.connections)
+        states = Counter(conn.state.name.lower() for conn in server.connections)
     snapshot["connections_by_state"] = dict(states)
     snapshot["requests_per_second"] = round(meter.sample(snapshot["requests_total"]), 2)
     snapshot["pools"] = [balancer.snapshot() for balancer in server.balancers.values()]

@@ -1,151 +1,97 @@
-"""The one drive loop: ask a sans-IO reader for an event, read from the socket when it needs data.
+"""The one drive loop and the one body pump: how a sans-IO reader meets a socket.
 
+Theory of operation
+-------------------
 Every parser in this project (HTTP requests, HTTP responses, the ClientHello) has the
-same shape, borrowed from h11 and httpcore::
+same shape, borrowed from h11 and httpcore: ask for an event; if the reader needs more
+bytes, read and feed them; otherwise act on the event::
 
     while True:
         event = reader.next_event()
         if event is NEED_DATA:
-            reader.feed(sock.recv(...))   # or feed_eof() when the peer closed
+            data = transport.recv(timeout)
+            reader.feed(data) if data else reader.feed_eof()
             continue
         return event
 
-``next_event`` below is that loop, once, with the two kinds of time limit a proxy
-needs: a per-read ``timeout`` (how long one ``recv`` may wait) and an overall
-``deadline`` (how long the whole head may take, so a client sending one byte every
-few seconds, the *slowloris* attack, cannot hold a thread forever).
+``next_event`` is that loop, written once.  ``pump_body`` is the same loop for a whole
+message body, used in both directions (the request's body to the backend, the
+response's body to the client)::
 
-Every socket in the proxy has a timeout, kept one of two ways:
+    reader ──Data──▶ (re-chunk if chunked) ──▶ outbox ──▶ the other peer
+      ▲                                          │
+      └── source.recv() ◀── NEED_DATA: flush ────┘       (never hold bytes while waiting)
+    EndOfMessage ──▶ last chunk + *filtered* trailers ──▶ flush ──▶ done
 
-* **Python's** (``settimeout``): the socket is non-blocking and Python polls before
-  every ``recv``/``send``.  TLS sockets must use this one: Python's ssl module
-  retries a read or write that the kernel timed out, for ever.
-* **The kernel's** (``kernel_timeouts``): a blocking socket with ``SO_RCVTIMEO`` and
-  ``SO_SNDTIMEO``, so each ``recv``/``send`` is one system call instead of two.  The
-  plain-HTTP backend connections use it; an expired wait surfaces as
-  ``BlockingIOError`` (EAGAIN), which ``recv_some`` and ``send_all`` turn back
-  into ``TimeoutError`` so callers see one kind of timeout.
+Two rules of the pump are protocol, not speed:
 
-Changing either costs a system call, so ``set_timeout`` only changes it when the
-value differs (strace showed two ioctls per keep-alive request before it did).
+* **A chunked body is re-chunked, never copied raw**: the proxy writes the chunks it
+  parsed, so chunk-size tricks aimed at the next hop (a smuggled second request inside
+  a chunk extension or a bad size line) cannot pass through (RFC 9112 §7.1).
+* **Trailer fields are filtered** (``http1.prepare_trailers``): a field that frames,
+  routes or authenticates a message must not arrive late, after a proxy has already
+  acted on the header section (RFC 9110 §6.5.1).
 
-The module also holds the small socket chores every connection ends with
-(``send_close_notify``, ``close_quietly``), shared by the server and the pool.
+The pump knows nothing of clients and backends: a failed read raises ``ReadTimeout``,
+``ReadError`` or a ``ProtocolError`` (the source), a failed write ``WriteTimeout`` or
+``WriteError`` (the sink), and the caller says what each means on its side.  The speed
+tricks (coalesced writes, the direct copy of large bodies) live in ``proxy.transport``.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
-import struct
-import time
-import weakref
 from typing import Any
 
-# Reads of up to 64 KiB: large enough for few system calls (FACTS: 64-256 KB), and below
-# glibc's 128 KiB mmap threshold.  ``recv(256 KiB)`` allocates its bytes object with mmap,
-# shrinks it with mremap and frees it with munmap: three extra system calls (and page
-# faults) for every read, which strace showed on every keep-alive request.
-RECV_SIZE = 64 * 1024
+from proxy import http1
+from proxy.transport import DIRECT_COPY_AT, Outbox, Transport
+
+NEED_DATA = http1.NEED_DATA
 
 
-# The kernel timeout of each kernel-timed socket (a socket has no room for attributes).
-_KERNEL_TIMEOUTS: "weakref.WeakKeyDictionary[socket.socket, float]" = weakref.WeakKeyDictionary()
-
-
-def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
-    """Make ``sock`` blocking, with ``seconds`` as the kernel's limit on every recv and send."""
-    sock.settimeout(None)
-    _set_kernel_timeout(sock, seconds)
-
-
-def _set_kernel_timeout(sock: socket.socket, seconds: float) -> None:
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))  # struct timeval
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    _KERNEL_TIMEOUTS[sock] = seconds
-
-
-def set_timeout(sock: socket.socket, seconds: float) -> None:
-    """Give ``sock`` this timeout, only when it changes: each change is a system call."""
-    current = sock.gettimeout()
-    if current is None and (kernel := _KERNEL_TIMEOUTS.get(sock)) is not None:
-        if kernel != seconds:
-            _set_kernel_timeout(sock, seconds)
-    elif current != seconds:
-        sock.settimeout(seconds)
-
-
-class Deadline(TimeoutError):
-    """The overall deadline passed (distinct from one slow read)."""
-
-
-def recv_some(sock: socket.socket, timeout: float, deadline: float | None = None) -> bytes:
-    """One ``recv`` that waits at most ``timeout`` seconds and never past ``deadline``."""
-    if deadline is not None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise Deadline("deadline passed")
-        if remaining < timeout:
-            set_timeout(sock, remaining)  # a shrinking deadline: always a new value
-            try:
-                return sock.recv(RECV_SIZE)
-            except (TimeoutError, BlockingIOError):
-                raise Deadline("deadline passed") from None
-    set_timeout(sock, timeout)
-    try:
-        return sock.recv(RECV_SIZE)
-    except BlockingIOError:  # a kernel-timed socket's SO_RCVTIMEO expired
-        raise TimeoutError("timed out") from None
-
-
-def send_all(sock: socket.socket, data) -> None:
-    """``sock.sendall(data)``; a kernel-timed socket's expired SO_SNDTIMEO is a TimeoutError too."""
-    try:
-        sock.sendall(data)
-    except BlockingIOError:
-        raise TimeoutError("timed out") from None
-
-
-def next_event(reader: Any, sock: socket.socket, need_data: object, *, timeout: float,
-               deadline: float | None = None, on_bytes=None) -> Any:
-    """Drive ``reader`` until it produces an event other than ``need_data``.
-
-    ``on_bytes(n)`` is called with the size of every read (byte counters, and
-    knowing whether a client sent anything at all before a timeout).
-    """
+def next_event(reader: Any, transport: Transport, *, timeout: float, deadline: float | None = None,
+               need_data: object = NEED_DATA) -> Any:
+    """Drive ``reader`` until it produces an event other than ``need_data``."""
     while True:
         event = reader.next_event()
         if event is not need_data:
             return event
-        data = recv_some(sock, timeout, deadline)
+        data = transport.recv(timeout, deadline)
         if data:
-            if on_bytes is not None:
-                on_bytes(len(data))
             reader.feed(data)
         else:
             reader.feed_eof()
 
 
-def send_close_notify(sock: ssl.SSLSocket) -> None:
-    """End the TLS stream with close_notify, "no more data" (RFC 8446 §6.1).
+def pump_body(reader: Any, source: Transport, read_timeout: float, out: Outbox, *, chunked: bool) -> int:
+    """Move one message body from ``reader`` (fed from ``source``) to ``out``; its size.
 
-    Without it a client cannot tell a close-delimited body that ended from one cut
-    short (a truncation attack; RFC 9112 §9.8), so it is sent after a clean end and
-    never after an aborted response.  Non-blocking: OpenSSL writes the alert and
-    returns at "want read"; the peer's own close_notify is not waited for.
+    ``chunked``: re-encode each piece as a chunk (the forwarded message is chunked);
+    otherwise pieces go out as they are (Content-Length, or close-delimited).
     """
-    try:
-        sock.setblocking(False)
-        sock.unwrap()
-    except (OSError, ValueError):  # ssl.SSLWantReadError (the usual case), or already shut
-        pass
-
-
-def close_quietly(sock: socket.socket) -> None:
-    """Close without ceremony (for TLS, call ``send_close_notify`` first when due)."""
-    try:
-        sock.close()
-    except OSError:
-        pass
+    size = 0
+    while True:
+        event = reader.next_event()
+        if event is NEED_DATA:
+            out.flush()  # send what we have before waiting for more
+            remaining = reader.body_remaining()
+            if remaining is not None and remaining >= DIRECT_COPY_AT:
+                got = source.copy_to(out, remaining, read_timeout)
+                if got:
+                    reader.body_received_directly(got)
+                    size += got
+                    continue
+                reader.feed_eof()  # the source closed early: the reader says IncompleteMessage
+                continue
+            data = source.recv(read_timeout)
+            if data:
+                reader.feed(data)
+            else:
+                reader.feed_eof()
+        elif event.__class__ is http1.Data:
+            size += len(event.data)
+            out.write(http1.encode_chunk(event.data) if chunked else event.data)
+        else:  # EndOfMessage
+            if chunked:
+                out.write(http1.encode_last_chunk(http1.prepare_trailers(event.trailers)))
+            out.flush()
+            return size

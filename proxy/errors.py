@@ -1,25 +1,35 @@
-"""Every error the proxy can answer with, and the one function that renders it.
+"""Every error the proxy can meet, by who caused it, and the one function that renders one.
 
 Theory of operation
 -------------------
-A proxy sits between two parties that can each break the rules, so errors come in
-two families:
+A proxy sits between two parties that can each break the rules, and between two
+networks that can each fail, so its errors come in four families:
 
-* ``ClientError``: the *client* broke HTTP (a malformed request line, an ambiguous
-  body length, a header section that is too large, a slow sender).  The answer is a
-  4xx/5xx status and, almost always, a closed connection: once the framing of one
-  request is in doubt, every byte after it is in doubt too (request smuggling).
-* ``UpstreamError``: the *backend* failed or broke HTTP (connection refused, a
-  timeout, an invalid response).  The client did nothing wrong; it gets 502, 503
-  or 504.
+* ``ProtocolError``: bytes that are not valid HTTP/1.1 (or TLS).  Raised by the sans-IO
+  parsers, which do not know who sent the bytes, so the error is *neutral*: it carries
+  the status a server would answer if a client had sent them (``status``, in the spirit
+  of h11's ``RemoteProtocolError(msg, error_status_hint=431)``).  Code that reads from a
+  socket maps it once, at the read site: bytes from the client become a
+  ``ClientProtocolError`` (answered with that 4xx), bytes from a backend an
+  ``InvalidUpstreamResponse`` (502).
+* ``ClientError``: the *client* broke HTTP or a limit (a malformed request, an
+  ambiguous body length, a slow sender, a refused destination).  Answered with a 4xx
+  and, almost always, a closed connection: once the framing of one request is in doubt,
+  every byte after it is in doubt too (request smuggling).
+* ``UpstreamError``: the *backend* failed or broke HTTP (refused, timed out, sent an
+  invalid response).  The client did nothing wrong; it gets 502, 503 or 504.
+* Transport outcomes (``TransportError`` and the exchange outcomes below it): a read or
+  write failed or timed out (neutral, like a ``ProtocolError``: ``ReadTimeout`` does not
+  know whether the client or the backend was slow), the client went away, a stale pooled
+  connection should be retried.  These are not answered with HTTP at all; what each
+  becomes is the exchange's failure table (``proxy.exchange.ON_FAILURE``).
 
-Each class knows its HTTP status and whether the connection must close, in the
-spirit of h11's ``RemoteProtocolError(msg, error_status_hint=...)``.  Parsing code
-raises; only ``render_error`` turns an exception into response bytes, so no parser
-ever writes to a socket.
+``ClientError`` and ``UpstreamError`` are kinds of ``ProxyError``: each knows its HTTP status and
+whether the connection must close.  Only ``render_error`` turns one into response bytes,
+so no parser ever writes to a socket.
 
-Configuration problems (``ConfigError``) are not HTTP errors at all: they stop the
-program at start with one line that names the problem.
+Configuration problems (``ConfigError``) are not HTTP errors: they stop the program at
+start with one line that names the problem.
 """
 
 from __future__ import annotations
@@ -27,62 +37,26 @@ from __future__ import annotations
 from http import HTTPStatus
 
 
-class ProxyError(Exception):
-    """Base of every error that becomes an HTTP response."""
+# --------------------------------------------------------------------------- neutral: the parsers
+class ProtocolError(Exception):
+    """Bytes that are not valid HTTP/1.1 (RFC 9112), from either peer.
 
-    status: int = 500
-    close: bool = True  # must the client connection be closed after the answer?
+    ``status`` is the answer a *client* who sent them would get (a hint: from a backend
+    the same bytes are a 502).  ``close`` is always true: after a framing error no later
+    byte on the connection can be trusted.
+    """
 
-    def __init__(self, message: str = "", *, status: int | None = None, close: bool | None = None):
+    status: int = 400
+    close: bool = True
+
+    def __init__(self, message: str = "", *, status: int | None = None):
         super().__init__(message or HTTPStatus(status or self.status).phrase)
         if status is not None:
             self.status = status
-        if close is not None:
-            self.close = close
 
     @property
     def message(self) -> str:
         return str(self)
-
-
-# --------------------------------------------------------------------------- client side
-class ClientError(ProxyError):
-    """The client broke the protocol or a limit; answered 4xx (or 501) and closed."""
-
-    status = 400
-
-
-class ProtocolError(ClientError):
-    """Bytes that are not valid HTTP/1.1 (RFC 9112).  Raised by the sans-IO parser.
-
-    The parser does not know whether the bytes came from a client or a backend;
-    code reading a *response* converts this into ``InvalidUpstreamResponse``.
-    """
-
-    status = 400
-
-
-class BadRequest(ProtocolError):
-    status = 400
-
-
-class Forbidden(ClientError):
-    """A policy (the forward proxy's destination rules) refused the request."""
-
-    status = 403
-
-
-class NotFound(ClientError):
-    """No route matches the request's Host and path."""
-
-    status = 404
-    close = False
-
-
-class RequestTimeout(ClientError):
-    """The client was too slow to send its header section (slowloris defence)."""
-
-    status = 408
 
 
 class LengthRequired(ProtocolError):
@@ -115,13 +89,74 @@ class IncompleteMessage(ProtocolError):
     Messages").
     """
 
+
+class HTTPVersionNotSupported(ProtocolError):
+    """A well-formed HTTP-version whose major version is not 1 (RFC 9110 §15.6.6)."""
+
+    status = 505
+
+
+# --------------------------------------------------------------------------- answered: ProxyError
+class ProxyError(Exception):
+    """Base of every error that becomes an HTTP response."""
+
+    status: int = 500
+    close: bool = True  # must the client connection be closed after the answer?
+
+    def __init__(self, message: str = "", *, status: int | None = None, close: bool | None = None):
+        super().__init__(message or HTTPStatus(status or self.status).phrase)
+        if status is not None:
+            self.status = status
+        if close is not None:
+            self.close = close
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+# --------------------------------------------------------------------------- client side
+class ClientError(ProxyError):
+    """The client broke the protocol or a limit; answered 4xx (or 501) and closed."""
+
     status = 400
 
 
-class HTTPVersionNotSupported(ProtocolError):
-    """A well-formed HTTP-version other than HTTP/1.0 or HTTP/1.1 (RFC 9110 §15.6.6)."""
+class ClientProtocolError(ClientError):
+    """A ``ProtocolError`` in bytes the *client* sent: answered with its status, closed."""
 
-    status = 505
+    @classmethod
+    def of(cls, error: ProtocolError) -> "ClientProtocolError":
+        return cls(str(error), status=error.status, close=True)
+
+
+class BadRequest(ClientError):
+    status = 400
+
+
+class Forbidden(ClientError):
+    """A policy (the forward proxy's destination rules) refused the request."""
+
+    status = 403
+
+
+class NotFound(ClientError):
+    """No route matches the request's Host and path."""
+
+    status = 404
+    close = False
+
+
+class RequestTimeout(ClientError):
+    """The client was too slow to send its head or its body (slowloris defence)."""
+
+    status = 408
+
+
+class NotImplementedHere(ClientError):
+    """A well-formed request this proxy does not serve (an https:// URI to the forward proxy)."""
+
+    status = 501
 
 
 # --------------------------------------------------------------------------- upstream side
@@ -141,6 +176,10 @@ class BadGateway(UpstreamError):
 class InvalidUpstreamResponse(BadGateway):
     """The backend's response is not valid HTTP/1.1; it is never forwarded."""
 
+    @classmethod
+    def of(cls, error: ProtocolError, backend: str) -> "InvalidUpstreamResponse":
+        return cls(f"backend {backend} sent an invalid response: {error}")
+
 
 class UpstreamTLSError(BadGateway):
     """The backend's certificate did not verify, or its TLS handshake failed."""
@@ -156,6 +195,49 @@ class ServiceUnavailable(UpstreamError):
     """Every backend of the pool is marked down, or the proxy is at its limit."""
 
     status = 503
+
+
+# --------------------------------------------------------------------------- transport outcomes
+class TransportError(Exception):
+    """A read or write on a socket failed (``proxy.transport``); which peer is the caller's to say."""
+
+
+class ReadTimeout(TransportError, TimeoutError):
+    """One read waited longer than its timeout."""
+
+
+class Deadline(ReadTimeout):
+    """An overall deadline passed (a whole head must arrive in time: slowloris)."""
+
+
+class WriteTimeout(TransportError, TimeoutError):
+    """The peer stopped reading: one write could not finish within its timeout."""
+
+
+class ReadError(TransportError):
+    """The read failed: a reset, a TLS error, an unexpected EOF inside TLS."""
+
+
+class WriteError(TransportError):
+    """The write failed: the peer reset or closed the connection."""
+
+
+class ClientGone(Exception):
+    """The client closed, reset or went quiet: nothing to answer, nobody to answer."""
+
+
+class AbortConnection(Exception):
+    """The response was already under way when something failed: close, don't answer.
+
+    The client connection is closed without close_notify, so the client sees a cut
+    message, never a complete wrong one (RFC 9112 §9.8)."""
+
+
+class StaleConnection(Exception):
+    """A reused pooled backend connection failed before any byte of the response arrived.
+
+    The backend most likely closed it while it was idle (its keep-alive timeout); an
+    idempotent request without a body may be retried once on a fresh connection."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -193,8 +275,8 @@ class TLSParseError(ProtocolError):
     its container, a vector whose length is not a multiple of its element size, an
     extension sent twice (RFC 8446 §4.2), a message larger than the configured limit.
 
-    It is a client error (the client sent the bytes) and always closes the
-    connection.  In passthrough mode there is no HTTP to answer with: the proxy
+    Like every ProtocolError it is neutral (a key schedule reads bytes from either
+    peer) and always closes the connection.  In passthrough mode there is no HTTP to answer with: the proxy
     closes, or sends a TLS alert.  ``alert`` carries the TLS alert description a TLS
     endpoint would send for this fault (RFC 8446 §6.2), in the spirit of h11's
     ``error_status_hint``: 50 decode_error by default, 47 illegal_parameter for a

@@ -34,9 +34,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from proxy.balancer import Backend
-from proxy.drive import close_quietly, kernel_timeouts, send_close_notify
 from proxy.errors import BadGateway, GatewayTimeout, UpstreamTLSError
 from proxy.http1 import ResponseReader, Limits as HTTPLimits
+from proxy.transport import Transport, close_quietly, open_connection, send_close_notify
 
 
 FRESH = 0.5  # seconds: a connection idle for less is lent without polling it
@@ -49,6 +49,7 @@ class BackendConnection:
     backend: Backend
     sock: socket.socket
     reader: ResponseReader
+    transport: Transport | None = None  # how the exchange reads and writes it (proxy.transport)
     reused: bool = False
     requests: int = 0
     idle_since: float = field(default_factory=time.monotonic)
@@ -58,8 +59,7 @@ class BackendConnection:
     server_name: str | None = None  # the SNI it was opened with, when the caller chose one
 
     def close(self) -> None:
-        if isinstance(self.sock, ssl.SSLSocket):
-            send_close_notify(self.sock)  # a deliberate close, not a truncation (RFC 8446 §6.1)
+        send_close_notify(self.sock)  # TLS: a deliberate close, not a truncation (RFC 8446 §6.1)
         close_quietly(self.sock)
 
 
@@ -142,27 +142,19 @@ class ConnectionPool:
 
         ``source_address`` binds the outgoing socket to one of this host's addresses
         (the forward proxy "placed in a network", see ``course.region``)."""
-        address = (backend.host, backend.port)
-        try:
-            sock = socket.create_connection(address, timeout=self.connect_timeout,
-                                            source_address=(source_address, 0) if source_address else None)
-        except TimeoutError:
-            raise GatewayTimeout(f"backend {backend.name} did not accept a connection in "
-                                 f"{self.connect_timeout:g}s") from None
-        except OSError as error:
-            raise BadGateway(f"cannot connect to backend {backend.name}: {error.strerror or error}") from None
-        # Small requests and responses must not wait for Nagle's algorithm (FACTS: ~40 ms stalls).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = open_connection(backend.host, backend.port, timeout=self.connect_timeout,
+                               name=f"backend {backend.name}", source_address=source_address)
         conn = BackendConnection(backend, sock, ResponseReader(self.http_limits), server_name=server_name)
         if backend.tls:
             conn.sock = self._start_tls(backend, sock, server_name)
             conn.sock.settimeout(self.io_timeout)
             conn.tls_version = conn.sock.version()
             conn.tls_resumed = conn.sock.session_reused
+            conn.transport = Transport(conn.sock)
         else:
             # Plain HTTP: the kernel keeps the timeout, so each recv and send is one
-            # system call, not a poll() and then the call (proxy.drive).
-            kernel_timeouts(sock, self.io_timeout)
+            # system call, not a poll() and then the call (proxy.transport).
+            conn.transport = Transport(sock, kernel_timeout=self.io_timeout)
         self.opened += 1
         return conn
 

@@ -19,10 +19,14 @@ Theory of operation
   ~60 µs, a third of a TLS handshake), with a small stack.
 * Every socket operation has a timeout (``config.Timeouts``); nothing waits forever.
 * SIGINT/SIGTERM start a *graceful shutdown*: listeners close (new connections are
-  refused), idle keep-alive connections are closed, requests in flight finish, and
-  after ``shutdown_grace`` seconds whatever remains is cut.  Modelled on
-  ``socketserver.ThreadingMixIn`` (explicit ``daemon_threads`` and
-  ``block_on_close``), made explicit here.
+  refused), connections with nothing in flight are closed at once (the states in
+  ``proxy.lifecycle.CUT_AT_SHUTDOWN``: handshaking, idle, a head half-read), requests
+  and tunnels in flight finish, and after ``shutdown_grace`` seconds whatever remains
+  is cut.  ``shutdown`` returns only when every connection is closed, so the thread
+  lifecycle is the one ``socketserver.ThreadingMixIn`` spells with
+  ``daemon_threads = True`` and ``block_on_close = True``: connection threads are
+  daemons (a bug in one can never keep the process alive), and stopping the server
+  waits for them, bounded by the grace period.
 
 The same server runs every setup: a listener's ``mode`` picks the handler module in
 ``proxy.modes``.  In *terminate* mode this module performs the TLS handshake (the
@@ -47,11 +51,12 @@ from typing import Callable, TextIO
 from proxy import config as cfg
 from proxy.acceptors import Acceptors
 from proxy.balancer import Balancer
-from proxy.drive import close_quietly, send_close_notify
 from proxy.errors import ConfigError
+from proxy.lifecycle import CUT_AT_SHUTDOWN, ConnectionLife, ConnEvent, ConnState
 from proxy.pool import ConnectionPool
 from proxy.routing import Router
 from proxy.tls import contexts
+from proxy.transport import close_quietly, send_close_notify, wake
 
 THREAD_STACK_SIZE = 512 * 1024  # default is 8 MiB of address space per thread
 
@@ -140,7 +145,7 @@ class ClientConnection:
     address: tuple[str, int]
     listener: cfg.ListenerConfig
     accepted: float = field(default_factory=time.monotonic)
-    state: str = "new"  # new -> handshake -> idle <-> busy -> closed
+    life: ConnectionLife = field(default_factory=ConnectionLife)  # its state (proxy.lifecycle)
     tls_version: str | None = None
     tls_cipher: str | None = None
     tls_resumed: bool = False
@@ -148,6 +153,10 @@ class ClientConnection:
     handshake_ms: float | None = None
     requests: int = 0
     aborted: bool = False  # a response was cut short: close without close_notify (RFC 9112 §9.8)
+
+    @property
+    def state(self) -> ConnState:
+        return self.life.state
 
     @property
     def client(self) -> str:
@@ -295,11 +304,12 @@ class ProxyServer:
         try:
             if tls_context is not None and not self._handshake(conn, tls_context):
                 return
+            conn.life.go(ConnEvent.READY)
             handler(self, conn)
         except Exception as error:  # a bug must not kill the worker thread silently
             print(f"tlsproxy: internal error serving {conn.client}: {error!r}", file=self.log)
         finally:
-            conn.state = "closed"
+            conn.life.go(ConnEvent.CLOSE)
             if conn.tls_version and not conn.aborted:
                 send_close_notify(conn.sock)
             close_quietly(conn.sock)
@@ -310,7 +320,7 @@ class ProxyServer:
 
     def _handshake(self, conn: ClientConnection, context: ssl.SSLContext) -> bool:
         """The TLS handshake of the client leg; False if it failed (already logged)."""
-        conn.state = "handshake"
+        conn.life.go(ConnEvent.TLS)
         started = time.perf_counter()
         try:
             conn.sock.settimeout(self.timeouts.handshake)
@@ -358,7 +368,7 @@ class ProxyServer:
             with self.connections_lock:
                 remaining = list(self.connections)
             for conn in remaining:
-                if conn.state in ("idle", "new", "handshake") or time.monotonic() >= deadline:
+                if conn.state in CUT_AT_SHUTDOWN or time.monotonic() >= deadline:
                     wake(conn.sock)  # a thread blocked in recv() returns at once
             if not remaining or time.monotonic() >= deadline + 1.0:
                 break
@@ -405,13 +415,6 @@ def install_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
     return requested, restore
 
 
-def wake(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
 # --------------------------------------------------------------------------- CLI
 def configure_cli(parser) -> None:
     parser.description = (
@@ -430,7 +433,9 @@ def configure_cli(parser) -> None:
                         help="certificate (repeat with --key for several names; chosen by SNI, first is default)")
     parser.add_argument("--key", action="append", default=[], metavar="PEM", help="private key for the --cert before it")
     parser.add_argument("--backend", action="append", default=[], metavar="URL",
-                        help="origin server, http://HOST:PORT or https://HOST:PORT (re-encrypt); repeat for a pool")
+                        help="origin server, http://HOST:PORT or https://HOST:PORT (re-encrypt); for "
+                             "--mode passthrough plain HOST:PORT or [::1]:PORT (TLS bytes are spliced over "
+                             "TCP, no HTTP); repeat for a pool")
     parser.add_argument("--strategy", default="round_robin", metavar="NAME",
                         help="load balancing: round_robin (default), least_connections, weighted, "
                              "or your own Strategy class as module:Class")

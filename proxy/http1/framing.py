@@ -34,6 +34,7 @@ rule   the message                                         framing
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from proxy.errors import (
     ContentTooLarge,
@@ -43,7 +44,18 @@ from proxy.errors import (
 from proxy.http1.fields import TOKEN
 from proxy.http1.headers import Headers
 
-FRAMING_KINDS = ("none", "length", "chunked", "close", "tunnel")
+
+class BodyKind(StrEnum):
+    """How a body is delimited: the outcome of RFC 9112 §6.3 (a ``StrEnum``: ``"length"`` compares equal)."""
+
+    NONE = "none"  # no body at all
+    LENGTH = "length"  # exactly Content-Length bytes
+    CHUNKED = "chunked"  # chunked transfer coding (RFC 9112 §7.1)
+    CLOSE = "close"  # until the connection closes (responses only)
+    TUNNEL = "tunnel"  # after this head the connection carries opaque bytes (CONNECT, 101)
+
+
+FRAMING_KINDS = tuple(BodyKind)
 
 # A Content-Length with more digits than this is larger than any body we will ever
 # accept (10**18 bytes is an exabyte).  Refusing it before int() also keeps clear of
@@ -63,21 +75,24 @@ class Framing:
     head the connection carries opaque bytes: CONNECT, 101 Switching Protocols).
     """
 
-    kind: str
+    kind: BodyKind
     length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in FRAMING_KINDS:
-            raise ValueError(f"unknown framing kind {self.kind!r}")
-        if (self.kind == "length") != (self.length is not None):
+        if self.kind.__class__ is not BodyKind:
+            try:
+                object.__setattr__(self, "kind", BodyKind(self.kind))  # Framing("length", 5) works too
+            except ValueError:
+                raise ValueError(f"unknown framing kind {self.kind!r}") from None
+        if (self.kind is BodyKind.LENGTH) != (self.length is not None):
             raise ValueError("Framing.length is set exactly when kind == 'length'")
 
 
-NO_BODY = Framing("none")
-CHUNKED = Framing("chunked")
-CLOSE_DELIMITED = Framing("close")
-TUNNEL = Framing("tunnel")
-EMPTY_BODY = Framing("length", 0)
+NO_BODY = Framing(BodyKind.NONE)
+CHUNKED = Framing(BodyKind.CHUNKED)
+CLOSE_DELIMITED = Framing(BodyKind.CLOSE)
+TUNNEL = Framing(BodyKind.TUNNEL)
+EMPTY_BODY = Framing(BodyKind.LENGTH, 0)
 
 
 # --------------------------------------------------------------------------- field values
@@ -185,7 +200,7 @@ def request_framing(method: str, version: str, headers: Headers, max_body_size: 
                 # tunnel data, and a server that read them as a body would swallow them.
                 raise ProtocolError("CONNECT request with a body (RFC 9110 §9.3.6)")
             return TUNNEL
-        return EMPTY_BODY if length == 0 else Framing("length", length)
+        return EMPTY_BODY if length == 0 else Framing(BodyKind.LENGTH, length)
     if method == "CONNECT":
         return TUNNEL
     return NO_BODY  # RFC 9112 §6.3 rule 7
@@ -221,5 +236,5 @@ def response_framing(status: int, version: str, headers: Headers, request_method
     if codings is not None:
         return CHUNKED if codings[-1] == "chunked" else CLOSE_DELIMITED  # rule 4
     if length is not None:
-        return EMPTY_BODY if length == 0 else Framing("length", length)  # rule 6
+        return EMPTY_BODY if length == 0 else Framing(BodyKind.LENGTH, length)  # rule 6
     return CLOSE_DELIMITED  # rule 8

@@ -57,14 +57,12 @@ from proxy.http1.body import (
     NoBodyDecoder,
 )
 from proxy.http1.events import NEED_DATA, ConnectionClosed, EndOfMessage
-from proxy.http1.framing import Framing, persistent_connection, request_framing, response_framing
+from proxy.http1.framing import BodyKind, Framing, persistent_connection, request_framing, response_framing
 from proxy.http1.head import HeadScanner, parse_request_head, parse_response_head
 from proxy.http1.limits import Limits
 
 
 class ReaderState(Enum):
-    __hash__ = object.__hash__  # members are singletons; skip Enum's slower hash
-
     HEAD = "waiting for a message head"
     BODY = "reading a message body"
     TUNNEL = "the connection is a tunnel: no more HTTP"
@@ -72,14 +70,25 @@ class ReaderState(Enum):
     ERROR = "a protocol error ended the connection"
 
 
-TRANSITIONS: dict[tuple[ReaderState, str], ReaderState] = {
-    (ReaderState.HEAD, "head"): ReaderState.BODY,
-    (ReaderState.HEAD, "clean EOF"): ReaderState.CLOSED,
-    (ReaderState.BODY, "end"): ReaderState.HEAD,
-    (ReaderState.BODY, "end, last"): ReaderState.CLOSED,
-    (ReaderState.BODY, "end, tunnel"): ReaderState.TUNNEL,
-    (ReaderState.HEAD, "error"): ReaderState.ERROR,
-    (ReaderState.BODY, "error"): ReaderState.ERROR,
+class ReaderEvent(Enum):
+    """What moves the reader from one state to the next (the labels of the diagram)."""
+
+    HEAD = "head"
+    CLEAN_EOF = "clean EOF"
+    END = "end"
+    END_LAST = "end, last"
+    END_TUNNEL = "end, tunnel"
+    ERROR = "error"
+
+
+TRANSITIONS: dict[tuple[ReaderState, ReaderEvent], ReaderState] = {
+    (ReaderState.HEAD, ReaderEvent.HEAD): ReaderState.BODY,
+    (ReaderState.HEAD, ReaderEvent.CLEAN_EOF): ReaderState.CLOSED,
+    (ReaderState.BODY, ReaderEvent.END): ReaderState.HEAD,
+    (ReaderState.BODY, ReaderEvent.END_LAST): ReaderState.CLOSED,
+    (ReaderState.BODY, ReaderEvent.END_TUNNEL): ReaderState.TUNNEL,
+    (ReaderState.HEAD, ReaderEvent.ERROR): ReaderState.ERROR,
+    (ReaderState.BODY, ReaderEvent.ERROR): ReaderState.ERROR,
 }
 
 _NO_BODY = NoBodyDecoder()
@@ -88,13 +97,13 @@ _NO_BODY = NoBodyDecoder()
 def body_decoder(framing: Framing, limits: Limits, max_body_size: int | None = None):
     """The decoder for a body framed as ``framing`` (see body.py)."""
     kind = framing.kind
-    if kind == "length":
+    if kind is BodyKind.LENGTH:
         return ContentLengthDecoder(framing.length)
-    if kind == "chunked":
+    if kind is BodyKind.CHUNKED:
         return ChunkedDecoder(limits, max_body_size)
-    if kind == "close":
+    if kind is BodyKind.CLOSE:
         return CloseDelimitedDecoder()
-    return _NO_BODY  # "none", and "tunnel" (whose bytes are not a body)
+    return _NO_BODY  # NONE, and TUNNEL (whose bytes are not a body)
 
 
 class _Reader:
@@ -109,14 +118,14 @@ class _Reader:
         self._state = ReaderState.HEAD
         self._scanner = HeadScanner(limits, self._start_line)
         self._decoder = _NO_BODY
-        self._after_body = "end"  # which transition EndOfMessage takes
+        self._after_body = ReaderEvent.END  # which transition EndOfMessage takes
         self._error: ProtocolError | None = None
 
     @property
     def state(self) -> ReaderState:
         return self._state
 
-    def _go(self, transition: str) -> None:
+    def _go(self, transition: ReaderEvent) -> None:
         self._state = TRANSITIONS[self._state, transition]
 
     def feed(self, data: bytes) -> None:
@@ -173,7 +182,7 @@ class _Reader:
                 return self._read_head()
         except ProtocolError as error:
             self._error = error
-            self._go("error")
+            self._go(ReaderEvent.ERROR)
             raise
         if state is ReaderState.CLOSED:
             return ConnectionClosed
@@ -229,7 +238,7 @@ class RequestReader(_Reader):
         if block is None:
             if self._eof:
                 if not buffer:
-                    self._go("clean EOF")
+                    self._go(ReaderEvent.CLEAN_EOF)
                     return ConnectionClosed
                 raise IncompleteMessage("connection closed in the middle of a request head")
             return NEED_DATA
@@ -243,17 +252,17 @@ class RequestReader(_Reader):
         headers = request.headers
         framing = request_framing(request.method, version, headers, self.limits.max_body_size)
         request.framing = framing
-        if framing.kind == "tunnel":
+        if framing.kind is BodyKind.TUNNEL:
             request.keep_alive = False
-            self._after_body = "end, tunnel"
+            self._after_body = ReaderEvent.END_TUNNEL
         else:
             request.keep_alive = keep_alive = persistent_connection(version, headers)
-            self._after_body = "end" if keep_alive else "end, last"
+            self._after_body = ReaderEvent.END if keep_alive else ReaderEvent.END_LAST
             # RFC 9110 §10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request.
             if version == "HTTP/1.1" and headers._values("expect"):
                 request.expect_continue = "100-continue" in headers.tokens("expect")
         self._decoder = body_decoder(framing, self.limits, self.limits.max_body_size)
-        self._go("head")
+        self._go(ReaderEvent.HEAD)
         return request
 
 
@@ -275,7 +284,7 @@ class ResponseReader(_Reader):
         if block is None:
             if self._eof:
                 if not self._buffer:
-                    self._go("clean EOF")
+                    self._go(ReaderEvent.CLEAN_EOF)
                     return ConnectionClosed
                 raise IncompleteMessage("connection closed in the middle of a response head")
             return NEED_DATA
@@ -287,20 +296,20 @@ class ResponseReader(_Reader):
         framing = response_framing(status, response.version, response.headers, method)
         response.framing = framing
         kind = framing.kind
-        if status < 200 and kind != "tunnel":
+        if status < 200 and kind is not BodyKind.TUNNEL:
             # RFC 9110 §15.2: a 1xx is interim; the final response to the same
             # request follows, so the method stays.
-            self._after_body = "end"
+            self._after_body = ReaderEvent.END
         else:
             self._request_method = None
-            if kind == "tunnel":
+            if kind is BodyKind.TUNNEL:
                 response.keep_alive = False
-                self._after_body = "end, tunnel"
+                self._after_body = ReaderEvent.END_TUNNEL
             else:
-                response.keep_alive = keep_alive = kind != "close" and persistent_connection(
+                response.keep_alive = keep_alive = kind is not BodyKind.CLOSE and persistent_connection(
                     response.version, response.headers
                 )
-                self._after_body = "end" if keep_alive else "end, last"
+                self._after_body = ReaderEvent.END if keep_alive else ReaderEvent.END_LAST
         self._decoder = body_decoder(framing, self.limits)
-        self._go("head")
+        self._go(ReaderEvent.HEAD)
         return response

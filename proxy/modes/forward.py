@@ -40,11 +40,12 @@ import time
 from proxy import http1
 from proxy.balancer import Backend
 from proxy.config import BackendConfig
-from proxy.errors import (BadGateway, BadRequest, Forbidden, GatewayTimeout, NotImplementedByProxy, ProxyError,
-                          UpstreamError)
-from proxy.modes.terminate import ClientGone, Exchange, HTTPConnectionHandler
+from proxy.errors import BadRequest, ClientGone, Forbidden, NotImplementedHere, ProxyError, UpstreamError
+from proxy.lifecycle import ConnEvent
+from proxy.modes.terminate import Exchange, HTTPConnectionHandler
 from proxy.policy import Destination, normalize_address
 from proxy.relay import relay
+from proxy.transport import open_connection
 
 ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"  # RFC 9110 §9.3.6: no framing fields
 
@@ -120,15 +121,15 @@ class ForwardHandler(HTTPConnectionHandler):
             self.reader.next_event()  # EndOfMessage: the reader is now in its TUNNEL state
             early = self.reader.take_buffered()
             self.client_send(ESTABLISHED)
-            result = relay(self.sock, upstream, idle_timeout=self.timeouts.tunnel_idle, first_to_origin=early)
+            self.conn.life.go(ConnEvent.TUNNEL)
+            result = relay(self.client.sock, upstream, idle_timeout=self.timeouts.tunnel_idle, first_to_origin=early)
         except ClientGone:
             self.log_tunnel(request, 200, started, backend=backend, note="error='client-gone'")
             return False
         finally:
             upstream.close()
-        self.bytes_in += result.client_to_origin
-        self.bytes_out += result.origin_to_client
-        self.log_tunnel(request, 200, started, backend=backend,
+        self.log_tunnel(request, 200, started, backend=backend, tunnel_in=result.client_to_origin,
+                        tunnel_out=result.origin_to_client,
                         note=f"up={result.client_to_origin} down={result.origin_to_client} ended={result.ended!r}")
         return False
 
@@ -138,23 +139,15 @@ class ForwardHandler(HTTPConnectionHandler):
         failure: UpstreamError | None = None
         for address in destination.addresses:
             try:
-                sock = socket.create_connection((address, destination.port), timeout=self.timeouts.backend_connect,
-                                                source_address=(source, 0) if source else None)
-            except TimeoutError:
-                failure = GatewayTimeout(f"{address} port {destination.port} did not accept a connection "
-                                         f"in {self.timeouts.backend_connect:g}s")
-                continue
-            except OSError as error:
-                failure = BadGateway(f"cannot connect to {address} port {destination.port}: "
-                                     f"{error.strerror or error}")
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock, address
+                return open_connection(address, destination.port, timeout=self.timeouts.backend_connect,
+                                       name=f"{address} port {destination.port}", source_address=source), address
+            except UpstreamError as error:
+                failure = error
         raise failure
 
     def log_tunnel(self, request: http1.Request, status: int, started: float, *, backend: str = "-",
-                   note: str = "") -> None:
-        self.count_request(status)
+                   note: str = "", tunnel_in: int = 0, tunnel_out: int = 0) -> None:
+        self.count_request(status, tunnel_in=tunnel_in, tunnel_out=tunnel_out)
         seconds = time.perf_counter() - started
         self.server.access_log.write(f'{self.conn.client} "CONNECT {request.target} {request.version}" {status} '
                                      f"backend={backend} time={seconds * 1000:.1f}ms {note}".rstrip())
@@ -189,7 +182,7 @@ class ForwardExchange(Exchange):
                              "or CONNECT host:port", close=close)
         scheme, authority, _ = http1.split_absolute_form(request.target)
         if scheme != "http":
-            raise NotImplementedByProxy("the forward proxy fetches http:// URIs; for https:// use CONNECT",
+            raise NotImplementedHere("the forward proxy fetches http:// URIs; for https:// use CONNECT",
                                         close=close)
         host, port = split_host_port(authority, default_port=80)
         destination = self.handler.authorize(host, port, connect=False, close=close)

@@ -31,31 +31,32 @@ from __future__ import annotations
 import socket
 import time
 
-from proxy.drive import Deadline, recv_some
-from proxy.errors import ServiceUnavailable, TLSParseError
+from proxy.drive import next_event
+from proxy.errors import ReadError, ReadTimeout, ServiceUnavailable, TLSParseError, UpstreamError
+from proxy.lifecycle import ConnEvent
 from proxy.relay import close_gracefully, relay
 from proxy.tls.clienthello import NEED_DATA, ClientHello, ClientHelloReader, unrecognized_name_alert
-
-
-class ClientHangUp(Exception):
-    """The client closed before its ClientHello was complete."""
+from proxy.transport import Transport, open_connection
 
 
 def handle(server, conn) -> None:
     """Serve one passthrough connection (the server did no TLS handshake)."""
     started = time.monotonic()
-    conn.state = "handshake"  # until routed: shutdown may cut it at once
+    conn.life.go(ConnEvent.BYTES)  # reading the ClientHello: shutdown may cut it at once
     reader = ClientHelloReader()
     try:
-        hello = read_client_hello(conn.sock, reader, timeout=server.timeouts.handshake)
-    except TLSParseError as error:
-        log(server, conn, started, f"rejected: malformed ClientHello: {error}")
-        return
-    except (TimeoutError, Deadline):
+        hello = read_client_hello(Transport(conn.sock), reader, timeout=server.timeouts.handshake)
+    except ReadTimeout:
         log(server, conn, started, f"rejected: no complete ClientHello within {server.timeouts.handshake:g}s")
         return
-    except (ClientHangUp, OSError):
+    except ReadError:
         log(server, conn, started, f"client left before its ClientHello ({len(reader.raw)} bytes)")
+        return
+    except TLSParseError as error:
+        if reader.eof:
+            log(server, conn, started, f"client left before its ClientHello ({len(reader.raw)} bytes)")
+        else:
+            log(server, conn, started, f"rejected: malformed ClientHello: {error}")
         return
     conn.server_name = hello.server_name
     pool_name = server.router.route_sni(hello.server_name)
@@ -69,7 +70,7 @@ def handle(server, conn) -> None:
     except ServiceUnavailable as error:
         log(server, conn, started, f"rejected: {error}", hello)
         return
-    conn.state = "busy"
+    conn.life.go(ConnEvent.TUNNEL)
     try:
         result = relay(conn.sock, origin, idle_timeout=server.timeouts.tunnel_idle, first_to_origin=reader.raw)
     finally:
@@ -80,19 +81,13 @@ def handle(server, conn) -> None:
         hello, backend=backend.name)
 
 
-def read_client_hello(sock: socket.socket, reader: ClientHelloReader, *, timeout: float) -> ClientHello:
-    """The drive loop of ``proxy.drive`` for the ClientHello reader, under one deadline.
+def read_client_hello(client: Transport, reader: ClientHelloReader, *, timeout: float) -> ClientHello:
+    """The one drive loop (``proxy.drive``) for the ClientHello reader, under one deadline.
 
-    (``ClientHelloReader.feed(b"")`` is not EOF, so EOF is handled here: a client that
-    hangs up mid-hello is simply gone.)
+    A client that hangs up mid-hello makes the reader raise ``TLSParseError`` with
+    ``reader.eof`` set: it is gone, not malformed.
     """
-    deadline = time.monotonic() + timeout
-    while (event := reader.next_event()) is NEED_DATA:
-        data = recv_some(sock, timeout, deadline)
-        if not data:
-            raise ClientHangUp()
-        reader.feed(data)
-    return event
+    return next_event(reader, client, timeout=timeout, deadline=time.monotonic() + timeout, need_data=NEED_DATA)
 
 
 def refuse_unknown_name(sock: socket.socket) -> None:
@@ -120,15 +115,14 @@ def connect_to_pool(server, balancer):
         except ServiceUnavailable as error:
             raise ServiceUnavailable("; ".join([str(error), *failures])) from None
         try:
-            origin = socket.create_connection((backend.host, backend.port), timeout=server.timeouts.backend_connect)
-        except OSError as error:
-            reason = f"cannot connect to {backend.name}: {error.strerror or error}"
-            balancer.report_failure(backend, reason)
+            origin = open_connection(backend.host, backend.port, timeout=server.timeouts.backend_connect,
+                                     name=backend.name)
+        except UpstreamError as error:
+            balancer.report_failure(backend, str(error))
             balancer.release(backend)
             tried.append(backend)
-            failures.append(reason)
+            failures.append(str(error))
             continue
-        origin.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         balancer.report_success(backend)
         return backend, origin
 

@@ -4,11 +4,20 @@ Theory of operation
 -------------------
 By the time ``handle`` runs, the server has completed the TLS handshake: the socket
 reads and writes plaintext.  This module is the HTTP half of a reverse proxy, one
-request at a time, in order (pipelined requests wait their turn)::
+request at a time, in order (pipelined requests wait their turn).  Each request is one
+*exchange*, and the code below follows its phases (``proxy.exchange``) in order::
 
-    read request head ──▶ route (Host, path) ──▶ pick backend ──▶ borrow connection
-        ──▶ send rewritten head, stream body ──▶ read response head
-        ──▶ send rewritten head, stream body ──▶ return connection ──▶ next request
+    READ_HEAD       read_request_head      the two clocks: idle keep-alive, then the head
+    ROUTE           Exchange.choose_backend Host and path -> pool -> backend
+    CONNECT         Exchange.connect        a kept-alive connection from the pool
+    SEND_REQUEST    Exchange.send_request   rewritten head, then the body (pump_body)
+    AWAIT_RESPONSE  Exchange.read_response_head   1xx relayed; the final head
+    RESPOND         Exchange.relay_response the rewritten head, then the body (pump_body)
+
+When something fails, the read site says *who* failed (a ``ProtocolError`` from the
+client is its 4xx, from the backend a 502; a timeout is the client's 408 or the
+backend's 504), and ``HTTPConnectionHandler.recover`` looks up what that becomes in
+this phase (``proxy.exchange.ON_FAILURE``): answer, linger, retry, abort or close.
 
 The *re-encrypt* setup is the same code: when the chosen backend is ``https://``,
 the pool's connection is itself a TLS socket, so the request is encrypted again.
@@ -20,28 +29,29 @@ Three promises a proxy must keep, and where they are kept:
   error becomes a 4xx and the connection closes, because after a framing error no
   later byte can be trusted (request smuggling).
 * **Never pass a cut body off as whole.**  If the backend fails mid-body, the
-  client connection is closed without the final chunk or the missing bytes, so the
-  client sees a truncated message, not a complete wrong one.
+  client connection is closed without the final chunk or the missing bytes
+  (``Recovery.ABORT``), so the client sees a truncated message, not a complete wrong one.
 * **Never answer the wrong client.**  A backend connection returns to the pool only
   after its response was read to the exact end; one with leftover bytes is closed.
 """
 
 from __future__ import annotations
 
-import ssl
 import time
 
 from proxy import http1
-from proxy.drive import Deadline, next_event, recv_some, send_all, set_timeout
-from proxy.errors import (BadGateway, GatewayTimeout, InvalidUpstreamResponse, NotFound,
-                          ProtocolError, ProxyError, RequestTimeout, UpstreamError, render_error)
+from proxy.drive import next_event, pump_body
+from proxy.errors import (BadGateway, ClientError, ClientGone, ClientProtocolError, GatewayTimeout, InvalidUpstreamResponse, NotFound, ProtocolError, ProxyError, ReadError,
+                          ReadTimeout, RequestTimeout, StaleConnection, TransportError, UpstreamError, WriteError,
+                          WriteTimeout, render_error)
+from proxy.exchange import ON_FAILURE, ExchangePhase, Failure, Phase, Recovery, Step, retryable
+from proxy.lifecycle import ConnEvent
 from proxy.routing import normalize_host
+from proxy.transport import Outbox, Transport
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 §9.2.2
-FLUSH_AT = 256 * 1024  # coalesce small pieces into one TLS write up to this size
-DIRECT_COPY_AT = 64 * 1024  # a Content-Length body with more to come is copied socket to socket
-COPY_SIZE = 256 * 1024  # the direct copy's buffer: made once per connection, reused (no mmap per read)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+NO_BODY = http1.framing.BodyKind.NONE
+CHUNKED = http1.framing.BodyKind.CHUNKED
 
 
 def via(version: str) -> str:
@@ -49,17 +59,20 @@ def via(version: str) -> str:
     return f"{version.removeprefix('HTTP/')} tlsproxy"
 
 
-class AbortConnection(Exception):
-    """The response was already under way when something failed: close, don't answer."""
-
-
-class ClientGone(Exception):
-    """The client closed or reset the connection."""
-
-
 def handle(server, conn) -> None:
     """Serve requests on ``conn`` until either side closes or a limit is reached."""
     HTTPConnectionHandler(server, conn, proto="https" if conn.tls_version else "http").run()
+
+
+def failure_of(error: BaseException) -> Failure:
+    """Which column of ``ON_FAILURE`` an error belongs to."""
+    if isinstance(error, ClientError):
+        return Failure.CLIENT_BROKE
+    if isinstance(error, ClientGone):
+        return Failure.CLIENT_GONE
+    if isinstance(error, StaleConnection):
+        return Failure.BACKEND_STALE
+    return Failure.BACKEND_FAILED  # UpstreamError
 
 
 class HTTPConnectionHandler:
@@ -68,110 +81,82 @@ class HTTPConnectionHandler:
     def __init__(self, server, conn, *, proto: str, allow_absolute_form: bool = False, allow_connect: bool = False):
         self.server = server
         self.conn = conn
-        self.sock = conn.sock
+        self.client = Transport(conn.sock)
         self.proto = proto
         self.timeouts = server.timeouts
         self.reader = http1.RequestReader(server.limits.http, allow_absolute_form=allow_absolute_form,
                                           allow_connect=allow_connect)
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.copy_buffer: bytearray | None = None  # made on the first large download
+        self.counted_in = self.counted_out = 0  # client bytes already added to the stats
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
+        life = self.conn.life
         while not self.server.draining or self.conn.requests == 0:
-            self.conn.state = "idle"
             request = self.read_request_head()
             if request is None:
                 return
-            self.conn.state = "busy"
+            life.go(ConnEvent.REQUEST)
             self.conn.requests += 1
             if not self.serve(request):
                 return
+            life.go(ConnEvent.KEEP_ALIVE)
 
+    # ------------------------------------------------------------------ READ_HEAD
     def read_request_head(self) -> http1.Request | None:
-        """The next request head, or None when the client is gone or too slow (answered).
+        """The next request head, or None when the client is gone, idle too long, or was answered.
 
-        Two clocks, as nginx has them: between requests a kept-alive connection may
-        sit idle for ``idle_keepalive`` seconds; but from the first byte of a head, the
-        whole head must arrive within ``header_read`` seconds.  A per-read timeout
-        alone would let a client send one byte every few seconds for ever (slowloris).
-
-        The idle wait is a deadline too, waited out in reads of at most the send
-        timeout: that is the timeout the socket keeps between requests, because
-        switching it back and forth costs a system call each way, every request.
+        Two clocks, as nginx has them: between requests a kept-alive connection may sit
+        idle for ``idle_keepalive`` seconds (``keepalive_timeout``); but from the first
+        byte of a head, the whole head must arrive within ``header_read`` seconds
+        (``client_header_timeout``).  A per-read timeout alone would let a client send
+        one byte every few seconds for ever (slowloris).
         """
         reader = self.reader
-        header_read = self.timeouts.header_read
-        deadline = idle_until = None
-        if self.conn.requests == 0 or reader.buffered:  # a new connection, or a pipelined head
-            deadline = time.monotonic() + header_read
-        else:
-            idle_until = time.monotonic() + self.timeouts.idle_keepalive
+        timeouts = self.timeouts
         try:
-            while True:
-                event = reader.next_event()
-                if event is not http1.NEED_DATA:
-                    break
-                if deadline is None:
-                    try:
-                        data = recv_some(self.sock, self.timeouts.send, idle_until)
-                    except Deadline:
-                        raise  # the idle limit itself: handled below (closed, no answer)
-                    except TimeoutError:
-                        continue  # one read's limit, not the idle limit: wait on
+            try:
+                event = reader.next_event()  # a pipelined head may be here already
+                if event is http1.NEED_DATA:
+                    if self.conn.requests and not reader.buffered:  # kept alive: wait idle first
+                        data = self.client.recv_idle(until=time.monotonic() + timeouts.idle_keepalive)
+                        reader.feed(data) if data else reader.feed_eof()
+                    self.conn.life.go(ConnEvent.BYTES)
+                    deadline = time.monotonic() + timeouts.header_read
+                    event = next_event(reader, self.client, timeout=timeouts.header_read, deadline=deadline)
                 else:
-                    data = recv_some(self.sock, header_read, deadline)
-                if data:
-                    self.bytes_in += len(data)
-                    if deadline is None:
-                        deadline = time.monotonic() + header_read
-                    reader.feed(data)
-                else:
-                    reader.feed_eof()
-        except (TimeoutError, Deadline):
-            if reader.buffered:  # part of a head arrived, too slowly: say so (nginx answers 408 too)
-                self.send_error(RequestTimeout(f"request head not received within {header_read:g}s"))
-            return None
-        except ProtocolError as error:
-            self.send_error(error)
-            self.log_error(error)
-            if reader.buffered:  # the client sent more than the head: it may still be sending
-                self.linger()
-            return None
-        except (OSError, ssl.SSLError):
+                    self.conn.life.go(ConnEvent.BYTES)
+            except ProtocolError as error:
+                raise ClientProtocolError.of(error) from None
+            except ReadTimeout:
+                if reader.buffered:  # part of a head arrived, too slowly: say so (nginx answers 408 too)
+                    raise RequestTimeout(f"request head not received within {timeouts.header_read:g}s") from None
+                raise ClientGone("idle") from None  # an idle connection is closed without a word
+            except ReadError:
+                raise ClientGone() from None
+        except (ClientError, ClientGone) as error:
+            recovery = ON_FAILURE[Phase.READ_HEAD, failure_of(error)]
+            if recovery is not Recovery.CLOSE:
+                self.log_error(error)
+                # Bytes past a bad head mean the client may still be sending.  Not after a
+                # 408: that client is slow, and lingering would hand a slowloris more time.
+                still_sending = reader.buffered > 0 and not isinstance(error, RequestTimeout)
+                self.answer(error, recovery, client_may_be_sending=still_sending)
             return None
         if event is http1.ConnectionClosed:
             return None
-        if event.framing.kind == "none":
+        if event.framing.kind is NO_BODY:
             reader.next_event()  # a request without a body: its EndOfMessage is already here
         return event
 
-    # ------------------------------------------------------------------ one request
+    # ------------------------------------------------------------------ one exchange
     def serve(self, request: http1.Request) -> bool:
         """Proxy one request; True if the connection may carry another."""
         started = time.perf_counter()
         exchange = self.new_exchange(request)
         try:
-            exchange.forward()
-        except ClientGone:
-            exchange.outcome = "client-gone"
-            return False
-        except AbortConnection as error:
-            exchange.outcome = f"aborted: {error}"
-            self.conn.aborted = True  # close without close_notify: the client must see the cut
-            return False
-        except ProxyError as error:
-            exchange.status = error.status
-            exchange.outcome = str(error)
-            if exchange.response_started:
-                return False
-            self.send_error(error)
-            # After an error the unread rest of a request body would be parsed as the
-            # next request: close unless the request was read to its end.
-            if not exchange.request_done:
-                self.linger()
-            return not error.close and exchange.request_done
+            exchange.run()
+        except (ProxyError, ClientGone, StaleConnection) as error:
+            return self.recover(exchange, error)
         finally:
             exchange.log(time.perf_counter() - started)
         return exchange.keep_alive
@@ -180,13 +165,36 @@ class HTTPConnectionHandler:
         """Hook: the forward proxy returns its own Exchange (a destination, not a pool)."""
         return Exchange(self, request)
 
+    def recover(self, exchange: "Exchange", error: BaseException) -> bool:
+        """Do what ``ON_FAILURE`` says for ``error`` in the exchange's phase; True to keep the connection."""
+        recovery = exchange.phase.recovery(failure_of(error))
+        exchange.outcome = str(error) or type(error).__name__
+        if recovery is Recovery.CLOSE:
+            exchange.outcome = "client-gone"
+            return False
+        if recovery is Recovery.ABORT:
+            exchange.outcome = f"aborted: {error}"
+            self.conn.aborted = True  # close without close_notify: the client must see the cut
+            return False
+        # ANSWER or LINGER (a RETRY that was not allowed has become an answer already)
+        exchange.status = error.status
+        if recovery is Recovery.ANSWER and exchange.request_done and not error.close:
+            self.send_error(error)
+            return True
+        self.answer(error, recovery, client_may_be_sending=not exchange.request_done)
+        return False
+
+    def answer(self, error: ProxyError, recovery: Recovery, *, client_may_be_sending: bool) -> None:
+        """Send the error, then close: lingering first if the client may still be sending."""
+        self.send_error(error)
+        if client_may_be_sending:
+            self.conn.life.go(ConnEvent.LINGER)
+            self.linger()
+
     def send_error(self, error: ProxyError) -> None:
         try:
-            set_timeout(self.sock, self.timeouts.send)
-            data = render_error(error)
-            self.sock.sendall(data)
-            self.bytes_out += len(data)
-        except OSError:
+            self.client.send(render_error(error), self.timeouts.send)
+        except TransportError:
             pass
 
     def linger(self, seconds: float = 2.0, limit: int = 1 << 20, idle: float = 0.2) -> None:
@@ -202,104 +210,73 @@ class HTTPConnectionHandler:
         received = 0
         try:
             while received < limit:
-                data = recv_some(self.sock, idle, deadline)
+                data = self.client.recv(idle, deadline)
                 if not data:
                     return
                 received += len(data)
-        except (TimeoutError, OSError, ssl.SSLError):
+        except TransportError:
             return
 
-    def count_request(self, status: int) -> None:
-        """Add a finished request, and the bytes moved since the last, to the server's stats."""
-        self.server.stats.count_request(status, self.bytes_in, self.bytes_out)
-        self.bytes_in = self.bytes_out = 0
+    # ------------------------------------------------------------------ bookkeeping
+    def count_request(self, status: int, *, tunnel_in: int = 0, tunnel_out: int = 0) -> None:
+        """Add a finished request, and the client bytes moved since the last, to the server's stats."""
+        client = self.client
+        self.server.stats.count_request(status, client.received - self.counted_in + tunnel_in,
+                                        client.sent - self.counted_out + tunnel_out)
+        self.counted_in, self.counted_out = client.received, client.sent
 
     def log_error(self, error: ProxyError) -> None:
         self.server.access_log.write(f"{self.conn.client} \"-\" {error.status} rejected: {error} {self.conn.tls_summary()}")
         self.server.stats.statuses[error.status] += 1
 
-    # ------------------------------------------------------------------ I/O helpers
     def client_send(self, data) -> None:
+        """Send straight to the client (interim responses, CONNECT's 200): a failure means it is gone."""
         try:
-            set_timeout(self.sock, self.timeouts.send)
-            self.sock.sendall(data)
-        except (OSError, ssl.SSLError):
+            self.client.send(data, self.timeouts.send)
+        except TransportError:
             raise ClientGone() from None
-        self.bytes_out += len(data)
-
-    def client_event(self):
-        """The next event of the request body (Data / EndOfMessage)."""
-        def count(n: int) -> None:
-            self.bytes_in += n
-
-        try:
-            event = next_event(self.reader, self.sock, http1.NEED_DATA, timeout=self.timeouts.body_read, on_bytes=count)
-        except TimeoutError:
-            raise RequestTimeout(f"request body stalled for {self.timeouts.body_read:g}s") from None
-        except (OSError, ssl.SSLError):
-            raise ClientGone() from None
-        return event
 
 
 class Exchange:
-    """One request and its response, from head to last byte."""
+    """One request and its response, from head to last byte (see ``proxy.exchange``)."""
 
     def __init__(self, handler: HTTPConnectionHandler, request: http1.Request):
         self.handler = handler
         self.server = handler.server
         self.request = request
+        self.phase = ExchangePhase(Phase.ROUTE)  # READ_HEAD is behind us: the head is here
         self.status = 0
         self.response_bytes = 0
         self.backend = None
+        self.pool_name = None
         self.outcome = ""
-        self.request_done = request.framing.kind == "none"
-        self.response_started = False
+        self.request_done = request.framing.kind is NO_BODY
         self.keep_alive = False
 
-    # ------------------------------------------------------------------ routing
-    def route(self) -> str:
-        request = self.request
-        host = request.headers.get("host")
-        path = request.target.split("?", 1)[0]
-        pool = self.server.router.route(host, path)
-        if pool is None:
-            raise NotFound(f"no route for host {normalize_host(host)!r} and path {path!r}", close=not self.request_done)
-        return pool
-
-    def upstream_head(self) -> bytes:
-        request = self.request
-        upstream = http1.prepare_upstream_request(request, client_ip=self.handler.conn.address[0],
-                                                  proto=self.handler.proto, via=via(request.version))
-        # The proxy answers "Expect: 100-continue" itself (as nginx does) once it has a
-        # backend, so the origin never waits for a 100 it would not know to send.
-        upstream.headers.remove("expect")
-        return http1.serialize_request_head(upstream)
-
-    # ------------------------------------------------------------------ the exchange
-    def choose_backend(self):
-        """Hook: where this request goes, as (balancer, backend): a routed pool's pick.
-
-        The forward proxy overrides it with the destination named in the request
-        (``proxy.modes.forward``); ``balancer.release(backend)`` always follows."""
-        self.pool_name = self.route()
-        balancer = self.server.balancers[self.pool_name]
-        return balancer, balancer.pick()
-
-    def forward(self) -> None:
+    def run(self) -> None:
+        """The phases in order; a stale pooled connection sends the exchange back to CONNECT once."""
+        phase = self.phase
         balancer, backend = self.choose_backend()
         self.backend = backend
+        phase.go(Step.BACKEND)
         try:
             head = self.upstream_head()
-            retryable = self.request.method in IDEMPOTENT and self.request.framing.kind == "none"
-            for attempt in (1, 2):
-                conn = self.connect(balancer, backend, fresh=attempt == 2)
+            fresh = False
+            while True:
+                conn = self.connect(balancer, backend, fresh=fresh)
+                phase.go(Step.CONNECTED)
                 try:
                     self.send_request(conn, head)
+                    phase.go(Step.SENT)
                     response = self.read_response_head(conn)
-                except _RetryableFailure as failure:
+                except StaleConnection as failure:
                     conn.close()
-                    if attempt == 1 and conn.reused and retryable:
-                        continue  # a stale pooled connection: once more on a fresh one
+                    may_retry = not fresh and retryable(self.request.method, has_body=self.request.framing.kind
+                                                        is not NO_BODY, reused_connection=conn.reused)
+                    if phase.recovery(Failure.BACKEND_STALE, retryable=may_retry) is Recovery.RETRY:
+                        phase.go(Step.RETRY)
+                        fresh = True
+                        continue
                     if not conn.reused:  # a fresh connection: the backend's fault, not a keep-alive race
                         balancer.report_failure(backend, str(failure))
                     raise BadGateway(f"backend {backend.name} closed the connection: {failure}") from None
@@ -316,6 +293,26 @@ class Exchange:
         finally:
             balancer.release(backend)
 
+    # ------------------------------------------------------------------ ROUTE
+    def choose_backend(self):
+        """Hook: where this request goes, as (balancer, backend): a routed pool's pick.
+
+        The forward proxy overrides it with the destination named in the request
+        (``proxy.modes.forward``); ``balancer.release(backend)`` always follows."""
+        self.pool_name = self.route()
+        balancer = self.server.balancers[self.pool_name]
+        return balancer, balancer.pick()
+
+    def route(self) -> str:
+        request = self.request
+        host = request.headers.get("host")
+        path = request.target.split("?", 1)[0]
+        pool = self.server.router.route(host, path)
+        if pool is None:
+            raise NotFound(f"no route for host {normalize_host(host)!r} and path {path!r}", close=not self.request_done)
+        return pool
+
+    # ------------------------------------------------------------------ CONNECT
     def connect(self, balancer, backend, *, fresh: bool):
         try:
             return self.server.backend_pool.acquire(backend, fresh=fresh, server_name=self.sni_for_backend())
@@ -329,46 +326,45 @@ class Exchange:
             return normalize_host(self.request.headers.get("host"))
         return None
 
+    # ------------------------------------------------------------------ SEND_REQUEST
+    def upstream_head(self) -> bytes:
+        request = self.request
+        upstream = http1.prepare_upstream_request(request, client_ip=self.handler.conn.address[0],
+                                                  proto=self.handler.proto, via=via(request.version))
+        # The proxy answers "Expect: 100-continue" itself (as nginx does) once it has a
+        # backend, so the origin never waits for a 100 it would not know to send.
+        upstream.headers.remove("expect")
+        return http1.serialize_request_head(upstream)
+
     def send_request(self, conn, head: bytes) -> None:
         """Send the head, then stream the body from the client as it arrives."""
         request = self.request
-        sock = conn.sock
-        # (The pool opened it with the backend_read timeout on every read and write.)
-        if request.framing.kind == "none":
-            self.backend_send(sock, head)
-            return
-        if request.expect_continue:
-            self.handler.client_send(CONTINUE)
-        chunked = request.framing.kind == "chunked"
-        reader = self.handler.reader
-        pending = bytearray(head)
-        while True:
-            event = reader.next_event()
-            if event is http1.NEED_DATA:  # send what we have before waiting for more
-                if pending:
-                    self.backend_send(sock, pending)
-                    pending = bytearray()
-                event = self.handler.client_event()
-            if isinstance(event, http1.Data):
-                pending += http1.encode_chunk(event.data) if chunked else event.data
-                if len(pending) >= FLUSH_AT:
-                    self.backend_send(sock, pending)
-                    pending = bytearray()
-            elif isinstance(event, http1.EndOfMessage):
-                if chunked:
-                    pending += http1.encode_last_chunk(event.trailers)
-                self.backend_send(sock, pending)
-                self.request_done = True
-                return
-
-    def backend_send(self, sock, data) -> None:
+        handler = self.handler
+        to_backend = Outbox(conn.transport, self.server.timeouts.backend_read)
+        to_backend.write(head)
         try:
-            send_all(sock, data)
-        except TimeoutError:
+            if request.framing.kind is NO_BODY:
+                to_backend.flush()
+                return
+            if request.expect_continue:
+                handler.client_send(CONTINUE)
+            pump_body(handler.reader, handler.client, self.server.timeouts.body_read, to_backend,
+                      chunked=request.framing.kind is CHUNKED)
+        # Reading the client:
+        except ProtocolError as error:
+            raise ClientProtocolError.of(error) from None
+        except ReadTimeout:
+            raise RequestTimeout(f"request body stalled for {self.server.timeouts.body_read:g}s") from None
+        except ReadError:
+            raise ClientGone() from None
+        # Writing to the backend:
+        except WriteTimeout:
             raise GatewayTimeout(f"backend {self.backend.name} stopped reading the request") from None
-        except (OSError, ssl.SSLError) as error:
-            raise _RetryableFailure(str(error)) from None
+        except WriteError as error:
+            raise StaleConnection(str(error)) from None
+        self.request_done = True
 
+    # ------------------------------------------------------------------ AWAIT_RESPONSE
     def read_response_head(self, conn) -> http1.Response:
         reader = conn.reader
         reader.expect_response_to(self.request.method)
@@ -380,6 +376,7 @@ class Exchange:
                 raise InvalidUpstreamResponse(f"backend {self.backend.name} switched protocols (101) unasked")
             if 100 <= event.status < 200:
                 self.relay_interim(conn, event)
+                self.phase.go(Step.INTERIM)
                 continue
             return event
 
@@ -387,120 +384,81 @@ class Exchange:
         """RFC 9110 §15.2: a proxy forwards 1xx responses (except to HTTP/1.0 clients)."""
         end = self.backend_event(conn)
         assert isinstance(end, http1.EndOfMessage)
-        if response.status != 101 and self.request.version == "HTTP/1.1":
+        if self.request.version == "HTTP/1.1":
             out, _ = http1.prepare_downstream_response(response, client_version="HTTP/1.1",
                                                        request_method=self.request.method, via=via(response.version))
             self.handler.client_send(http1.serialize_response_head(out))
         conn.reader.expect_response_to(self.request.method)
 
     def backend_event(self, conn, *, before_head: bool = False):
+        """The next event of the response head, read from the backend, its failures mapped."""
+        timeout = self.server.timeouts.backend_read
         try:
-            event = next_event(conn.reader, conn.sock, http1.NEED_DATA, timeout=self.server.timeouts.backend_read)
-        except TimeoutError:
-            raise GatewayTimeout(f"backend {self.backend.name} did not answer within "
-                                 f"{self.server.timeouts.backend_read:g}s") from None
+            event = next_event(conn.reader, conn.transport, timeout=timeout)
+        except ReadTimeout:
+            raise GatewayTimeout(f"backend {self.backend.name} did not answer within {timeout:g}s") from None
         except ProtocolError as error:
             if before_head and conn.reused and isinstance(error, http1.IncompleteMessage):
-                raise _RetryableFailure(str(error)) from None
-            raise InvalidUpstreamResponse(f"backend {self.backend.name} sent an invalid response: {error}") from None
-        except (OSError, ssl.SSLError) as error:
+                raise StaleConnection(str(error)) from None
+            raise InvalidUpstreamResponse.of(error, self.backend.name) from None
+        except ReadError as error:
             if before_head:
-                raise _RetryableFailure(str(error)) from None
-            raise
+                raise StaleConnection(str(error)) from None
+            raise BadGateway(f"backend {self.backend.name} failed: {error}") from None
         if event is http1.ConnectionClosed and before_head:
-            raise _RetryableFailure("closed before responding")
+            raise StaleConnection("closed before responding")
         return event
 
+    # ------------------------------------------------------------------ RESPOND
     def relay_response(self, conn, response: http1.Response) -> None:
         handler = self.handler
         request = self.request
-        out, body_mode = http1.prepare_downstream_response(response, client_version=request.version,
-                                                           request_method=request.method, via=via(response.version))
+        server = self.server
+        try:
+            out, body_mode = http1.prepare_downstream_response(response, client_version=request.version,
+                                                               request_method=request.method, via=via(response.version))
+        except UpstreamError:
+            conn.close()
+            raise
         client_keep_alive = (http1.client_keep_alive(request) and self.request_done and body_mode != "close"
-                             and not self.server.draining
-                             and handler.conn.requests < self.server.limits.max_requests_per_connection)
+                             and not server.draining
+                             and handler.conn.requests < server.limits.max_requests_per_connection)
         if not client_keep_alive:
             out.headers.set("Connection", "close")
         self.status = response.status
-        pending = bytearray(http1.serialize_response_head(out))
-        chunked = body_mode == "chunked"
-        reusable = response.keep_alive
-        while True:
-            try:
-                event = conn.reader.next_event()
-                if event is http1.NEED_DATA:
-                    if pending:
-                        self.flush(pending)
-                        pending = bytearray()
-                    if body_mode == "length" and (conn.reader.body_remaining() or 0) >= DIRECT_COPY_AT:
-                        self.copy_body(conn)
-                        continue
-                    event = self.backend_event(conn)
-            except ProxyError as error:
-                conn.close()
-                if isinstance(error, ProtocolError):  # the parser's error, but the *backend* broke HTTP
-                    error = InvalidUpstreamResponse(f"backend {self.backend.name} sent an invalid response: {error}")
-                if not self.response_started:
-                    raise error from None
-                raise AbortConnection(str(error)) from None
-            except (OSError, ssl.SSLError) as error:
-                conn.close()
-                if not self.response_started and not pending:
-                    raise BadGateway(f"backend {self.backend.name} failed mid-response: {error}") from None
-                raise AbortConnection(f"backend {self.backend.name} failed mid-response: {error}") from None
-            if isinstance(event, http1.Data):
-                self.response_bytes += len(event.data)
-                pending += http1.encode_chunk(event.data) if chunked else event.data
-                if len(pending) >= FLUSH_AT:
-                    self.flush(pending)
-                    pending = bytearray()
-            elif isinstance(event, http1.EndOfMessage):
-                if chunked:
-                    pending += http1.encode_last_chunk(event.trailers)
-                self.flush(pending)
-                break
-            else:  # ConnectionClosed mid-message cannot happen: the reader raises IncompleteMessage
-                conn.close()
-                raise AbortConnection("backend closed mid-response")
+        to_client = Outbox(handler.client, server.timeouts.send, on_first_send=self.responding)
+        to_client.write(http1.serialize_response_head(out))
+        timeout = server.timeouts.backend_read
+        try:
+            self.response_bytes = pump_body(conn.reader, conn.transport, timeout, to_client,
+                                            chunked=body_mode == "chunked")
+        # Reading the backend:
+        except ProtocolError as error:
+            conn.close()
+            raise InvalidUpstreamResponse.of(error, self.backend.name) from None
+        except ReadTimeout:
+            conn.close()
+            raise GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s") from None
+        except ReadError as error:
+            conn.close()
+            raise BadGateway(f"backend {self.backend.name} failed mid-response: {error}") from None
+        # Writing to the client:
+        except (WriteTimeout, WriteError):
+            conn.close()
+            raise ClientGone() from None
+        self.phase.go(Step.END)
         # Leftover bytes after the response mean the backend sent more than it framed:
         # that connection can never be trusted with another request.
         leftover = conn.reader.take_buffered()
-        reusable = reusable and not leftover and response.framing.kind not in ("close", "tunnel")
+        reusable = response.keep_alive and not leftover and response.framing.kind not in ("close", "tunnel")
         if reusable:
-            self.server.backend_pool.remember_session(conn)
-        self.server.backend_pool.release(conn, reusable=reusable)
+            server.backend_pool.remember_session(conn)
+        server.backend_pool.release(conn, reusable=reusable)
         self.keep_alive = client_keep_alive
 
-    def copy_body(self, conn) -> None:
-        """The rest of a large Content-Length body, straight from backend to client.
-
-        The fast path for downloads: one ``recv_into`` a reused buffer and one TLS
-        write per piece, instead of copying every byte into and out of the parser's
-        buffer.  The reader is told each count, so it still decides where the body
-        ends, and a backend that closes early is still an incomplete message.
-        """
-        handler = self.handler
-        if handler.copy_buffer is None:
-            handler.copy_buffer = bytearray(COPY_SIZE)
-        buffer = handler.copy_buffer
-        view = memoryview(buffer)
-        sock = conn.sock
-        reader = conn.reader
-        timeout = self.server.timeouts.backend_read
-        while (remaining := reader.body_remaining()):
-            try:
-                count = sock.recv_into(buffer, min(len(buffer), remaining))
-            except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's SO_RCVTIMEO expired
-                raise GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s") from None
-            if not count:
-                raise http1.IncompleteMessage(f"backend closed with {remaining} body bytes missing")
-            reader.body_received_directly(count)
-            self.response_bytes += count
-            self.flush(view[:count])
-
-    def flush(self, pending: bytearray) -> None:
-        self.response_started = True
-        self.handler.client_send(pending)
+    def responding(self) -> None:
+        """The first byte of the response is leaving: from now on a failure can only abort."""
+        self.phase.go(Step.FIRST_BYTE)
 
     # ------------------------------------------------------------------ logging
     def log(self, seconds: float) -> None:
@@ -517,6 +475,3 @@ class Exchange:
             f"{self.response_bytes} backend={backend} {handler.conn.tls_summary()} time={seconds * 1000:.1f}ms{note}"
         )
 
-
-class _RetryableFailure(Exception):
-    """The backend failed before any byte of the response arrived."""

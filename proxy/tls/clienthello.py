@@ -28,7 +28,7 @@ sans-IO drive loop used throughout this project::
         reader.feed(data) if data else reader.feed_eof()
     route(event.server_name); origin.sendall(reader.raw)
 
-(``proxy.drive.next_event(reader, sock, NEED_DATA, timeout=..., deadline=...)`` is
+(``proxy.drive.next_event(reader, transport, timeout=..., deadline=..., need_data=NEED_DATA)`` is
 that loop with the time limits a proxy needs.)
 
 ``next_event`` answers ``NEED_DATA`` for every proper prefix of a valid first
@@ -255,6 +255,11 @@ class ClientHelloReader:
         if self._eof:
             raise RuntimeError("feed() after feed_eof()")
         self._raw += data
+
+    @property
+    def eof(self) -> bool:
+        """Did the client close its side (``feed_eof``)?"""
+        return self._eof
 
     def feed_eof(self) -> None:
         """The client closed its side.  If the hello is not complete by then, it never
