@@ -6,7 +6,10 @@ This module only dispatches, importing a subcommand's module when it is used so
 ``tlsproxy --help`` stays instant.
 
 Errors that are the user's to fix (a missing file, a port in use, a bad option)
-are ``ConfigError``: printed as one line, exit status 2, no traceback.
+are ``ConfigError``: printed as one line, exit status 2, no traceback.  So is a
+missing optional dependency (``tlsproxy capture`` without scapy): one line that
+says which package and how to install it (``course.extras``); a missing module
+of our own is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import importlib
 import sys
 
+from course.extras import missing_extra, missing_line
 from proxy.errors import ConfigError
 
 # name -> (module, one-line help)
@@ -60,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports the chosen subcommand's module
+    except ModuleNotFoundError as error:
+        return _missing(error, sys.argv[1])
     args = parser.parse_args()
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -70,8 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"tlsproxy {args.command}: {error}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as error:  # imported late, e.g. scapy once a capture is read
+        return _missing(error, args.command)
     except KeyboardInterrupt:
         return 130
+
+
+def _missing(error: ModuleNotFoundError, command: str) -> int:
+    """One line and status 2 for a missing optional package; anything else re-raised."""
+    package = missing_extra(error)
+    if package is None:
+        raise error  # proxy.* or course.* missing: a bug, show the traceback
+    print(missing_line(f"tlsproxy {command}", package), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from course.extras import exit_if_missing
+
 
 def execute(notebook: Path, out_dir: Path | None = None, *, timeout: int = 300) -> Path | None:
     """Run every cell of ``notebook`` with its folder as working directory."""
@@ -36,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     source = Path(argv[0] if argv else "notebooks")
     out = Path(argv[1] if len(argv) > 1 else "build/notebooks")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    try:  # the lab extra: one line if it is missing, not one FAILED per notebook
+        import ipykernel  # noqa: F401  (the "python3" kernel every notebook runs on)
+        import nbclient  # noqa: F401
+        import nbformat  # noqa: F401
+    except ModuleNotFoundError as error:
+        exit_if_missing("make notebooks (python -m course.notebooks_run)", error)
+        raise
     notebooks = sorted(source.glob("[0-9]*.ipynb"))
     if not notebooks:
         print(f"no notebooks in {source}", file=sys.stderr)

@@ -29,6 +29,13 @@ The file, in brief (the README documents every key; ``lab/configs/`` has example
 A pool whose backends are ``https://`` URLs is reached over TLS: that is the
 re-encrypt setup (end-to-end TLS with two sessions).
 
+A passthrough listener speaks no HTTP to its backends: it splices the client's TLS
+bytes over TCP.  Its pools name backends as plain ``HOST:PORT`` (``127.0.0.1:9445``,
+``[::1]:9445``); ``http://`` and ``https://`` are still accepted there (an ``https://``
+passthrough pool can have active health checks, over TLS).  A terminate listener
+routes HTTP to its pools, so a bare ``HOST:PORT`` there is an error that asks for
+``http://`` or ``https://``: which one is the difference between setups 3 and 4.
+
 A ``mode = "forward"`` listener needs no pools: its ``[forward]`` section (rules,
 ``connect_ports``, ``http_ports``, ``source_address``, ``hosts``) is parsed by
 ``proxy.policy.ForwardPolicy.from_table``; ``lab/configs/forward.toml`` shows it all.
@@ -70,14 +77,15 @@ class CertFiles:
 @dataclass(frozen=True)
 class BackendConfig:
     url: str
-    scheme: str  # "http" or "https" (https: the re-encrypt setup)
+    scheme: str  # "http", "https" (the re-encrypt setup) or "tcp" (bare HOST:PORT: passthrough)
     host: str
     port: int
     weight: int = 1
-    name: str = field(init=False, compare=False)  # "http://127.0.0.1:9001", made once
+    name: str = field(init=False, compare=False)  # "http://127.0.0.1:9001" or "127.0.0.1:9445", made once
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "name", f"{self.scheme}://{Address(self.host, self.port)}")
+        address = Address(self.host, self.port)
+        object.__setattr__(self, "name", str(address) if self.scheme == "tcp" else f"{self.scheme}://{address}")
 
 
 @dataclass(frozen=True)
@@ -193,26 +201,49 @@ def parse_address(text: str, *, what: str = "listen address") -> Address:
     return Address(host, int(port))
 
 
+BACKEND_FORMS = "http://HOST:PORT, https://HOST:PORT (re-encrypt) or HOST:PORT (passthrough)"
+
+
 def parse_backend(value: str | dict[str, Any], *, where: str) -> BackendConfig:
+    """A backend URL (``http://``, ``https://``) or a bare ``HOST:PORT`` (a passthrough's TCP peer).
+
+    Which form a listener may use is checked by ``validate``, which knows the modes.
+    """
     if isinstance(value, str):
         value = {"url": value}
     _reject_unknown(value, {"url", "weight"}, where)
     url = value.get("url")
     if not isinstance(url, str):
-        raise ConfigError(f"{where}: a backend needs a url like http://127.0.0.1:9001")
+        raise ConfigError(f"{where}: a backend needs a url like http://127.0.0.1:9001 (or 127.0.0.1:9445 for passthrough)")
+    weight = value.get("weight", 1)
+    if not isinstance(weight, int) or weight < 1:
+        raise ConfigError(f"{where}: weight must be a positive integer, got {weight!r}")
+    if "://" not in url:
+        return _tcp_backend(url, weight, where)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: bad backend url {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+        raise ConfigError(f"{where}: bad backend url {url!r}: expected {BACKEND_FORMS}")
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError(f"{where}: backend url {url!r} must not have a path")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise ConfigError(f"{where}: bad port in backend url {url!r}") from None
-    weight = value.get("weight", 1)
-    if not isinstance(weight, int) or weight < 1:
-        raise ConfigError(f"{where}: weight must be a positive integer, got {weight!r}")
     return BackendConfig(url=url, scheme=parts.scheme, host=parts.hostname, port=port, weight=weight)
+
+
+def _tcp_backend(text: str, weight: int, where: str) -> BackendConfig:
+    """'127.0.0.1:9445' or '[::1]:9445': where a passthrough splices bytes (no scheme: no HTTP)."""
+    text = text.strip()
+    try:
+        address = parse_address(text, what="backend")
+    except ConfigError:
+        raise ConfigError(f"{where}: bad backend {text!r}: expected {BACKEND_FORMS}") from None
+    if ":" in address.host and not text.startswith("["):  # '::1:9445': which colon starts the port?
+        raise ConfigError(f"{where}: bad backend {text!r}: write an IPv6 address in brackets, e.g. [::1]:9445")
+    if address.port == 0:
+        raise ConfigError(f"{where}: bad backend {text!r}: port 0 cannot be connected to")
+    return BackendConfig(url=text, scheme="tcp", host=address.host, port=address.port, weight=weight)
 
 
 def _reject_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
@@ -390,12 +421,36 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"pool {pool.name!r}: file {path} not found")
         if bool(pool.tls.cert) != bool(pool.tls.key):
             raise ConfigError(f"pool {pool.name!r}: a client certificate needs both cert and key")
+        _check_tcp_backends(config, pool)
     for route in config.routes:
         if route.pool not in pool_names:
             raise ConfigError(f"route to pool {route.pool!r}, but no pool has that name")
         if not route.path.startswith("/"):
             raise ConfigError(f"route path {route.path!r} must start with '/'")
     return config
+
+
+def _check_tcp_backends(config: Config, pool: PoolConfig) -> None:
+    """A bare HOST:PORT backend gets spliced TLS bytes: only a passthrough listener may use it.
+
+    Routes are shared by every listener, so a terminate listener next to a passthrough
+    one could route an HTTP request to the pool: that too is refused.  A forward
+    listener uses no pool, so beside a passthrough listener it is no objection.
+    """
+    tcp = next((b for b in pool.backends if b.scheme == "tcp"), None)
+    if tcp is None:
+        return
+    modes = {listener.mode for listener in config.listeners}
+    if "terminate" in modes or "passthrough" not in modes:
+        mode = "terminate" if "terminate" in modes else "forward"
+        raise ConfigError(
+            f"pool {pool.name!r}: backend {tcp.url!r} has no scheme, which is for passthrough only; "
+            f"a {mode} listener speaks HTTP to its backends: write http://{tcp.name} "
+            f"or https://{tcp.name} (re-encrypt)")
+    if pool.health.path:  # proxy.health sends GET over plain HTTP to a non-https backend
+        raise ConfigError(
+            f"pool {pool.name!r}: active health checks (health.path) speak HTTP, but backend {tcp.url!r} "
+            f"is a TCP splice: write https://{tcp.name} to check it over TLS, or drop health.path")
 
 
 def is_ip(text: str) -> bool:

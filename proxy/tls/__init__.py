@@ -1,7 +1,8 @@
 """TLS for the lab: the handshake the proxy terminates, and the tools to watch it.
 
-* ``contexts``: the single place every ``ssl.SSLContext`` is built (Mozilla
-  "intermediate" profile, a certificate per SNI name, ALPN, session tickets, key log).
+* ``contexts``: the single place every ``ssl.SSLContext`` the proxy uses is built (Mozilla
+  "intermediate" profile, a certificate per SNI name, ALPN, session tickets, key log);
+  the course's clients build theirs as a stock client would, on purpose (see there).
 * ``records``: the record layer and shared vocabulary of the sans-IO TLS modules.
 * ``clienthello``: a sans-IO ClientHello parser (SNI, ALPN, versions) for passthrough.
 * ``keyschedule``: the TLS 1.3 key schedule and record decryption, by hand (RFC 8446 §7).

@@ -1,4 +1,4 @@
-"""Every ``ssl.SSLContext`` of the lab is built here, and only here.
+"""Every ``ssl.SSLContext`` the proxy itself uses is built here, and only here.
 
 Theory of operation
 -------------------
@@ -8,6 +8,28 @@ certificates, ALPN, session ticket keys).  Keeping all of them in one module, wi
 keyword-only options and safe defaults (as mitmproxy's ``net/tls.py`` does), means a
 student reads the proxy's whole TLS policy in one sitting, and a weak setting cannot
 hide in a corner of the server code.
+
+Nothing else in ``proxy/`` builds one: the client leg takes its context from
+``server_context``, the backend leg and the health checks from ``client_context``.
+The course's servers come
+from here too (the demo origins, ``course.handshakes``, the lab harness), so they
+speak the proxy's policy.  Two kinds of context do not, on purpose:
+
+* The course's clients build theirs as a stock client would, with
+  ``ssl.create_default_context()``: they are the other party of the conversation, an
+  independent implementation, not a second copy of our policy, and that is the one
+  context that reads ``SSLKEYLOGFILE``, as curl and Firefox do, which the capture
+  lessons rely on.  They are ``course.clients`` (the notebooks' curl),
+  ``course.capture.client`` (the lab client whose secrets decrypt the capture),
+  ``course.bench.loadgen`` (the benchmark's load, one TLS version pinned, as wrk
+  would be), ``course.diagrams`` (traffic for the status-page screenshot) and the
+  client of ``course.capture.secrecy``.
+* ``course.capture.secrecy`` also builds a TLS 1.2 static-RSA *server*, the one thing
+  this module will not build: the forward-secrecy lesson shows what the server's key
+  alone decrypts when a suite without forward secrecy is allowed.
+
+``tests/unit/test_contexts.py`` keeps that list true: it finds every place that builds
+a context and fails on one this docstring does not name.
 
 ``server_context`` follows Mozilla's "intermediate" profile (Server Side TLS 5.7,
 https://ssl-config.mozilla.org/), which sslyze checks in

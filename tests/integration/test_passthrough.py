@@ -255,3 +255,44 @@ def test_cli_serve_mode_passthrough(pki, tls_origins):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_cli_serve_passthrough_to_a_bare_host_port_backend(pki, origin_factory, tmp_path, host):
+    """`--backend HOST:PORT` (no scheme: nothing HTTP happens on that leg) and a real TLS request."""
+    if host == "::1" and not ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    cert, key = pki.files(WWW)
+    origin = origin_factory("tls-www", host=host, cert=cert, key=key)
+    backend = str(cfg.Address(host, origin.port))  # "127.0.0.1:PORT" or "[::1]:PORT"
+    log = tmp_path / "access.log"
+    process = tlsproxy("serve", "--mode", "passthrough", "--listen", "127.0.0.1:0", "--backend", backend,
+                       "--access-log", str(log))
+    try:
+        lines, port = [], None
+        deadline = time.monotonic() + 15
+        while port is None and time.monotonic() < deadline:
+            lines.append(process.stderr.readline())
+            if found := re.search(r"passthrough listening on 127\.0\.0\.1:(\d+)", lines[-1]):
+                port = int(found.group(1))
+        assert port, "".join(lines)
+        wait_for_port(port)
+        with tls_connect(port, pki, WWW) as sock:
+            assert sock.getpeercert()["subject"] == ((("commonName", WWW),),), "the origin's own certificate"
+            answer = get(sock, WWW, "/who")
+        assert answer["origin"] == "tls-www" and answer["tls"]["version"] == "TLSv1.3"
+        assert origin.requests_seen == 1
+        assert re.search(rf"passthrough sni={WWW} .*backend={re.escape(backend)} .*up=\d+ down=\d+",
+                         wait_for_log(log, f"backend={backend} "))
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -8,6 +8,8 @@ protocol, whether the session was resumed, the alert it got).
 
 from __future__ import annotations
 
+import ast
+import re
 import socket
 import ssl
 import threading
@@ -416,3 +418,31 @@ def test_keylog_set_after_building_also_covers_switched_connections(demo, tmp_pa
     server.keylog_filename = str(keylog)
     handshake(server, unverified(), API)
     assert "SERVER_TRAFFIC_SECRET_0" in keylog.read_text()
+
+
+# --------------------------------------------------------------------------- who else builds a context
+REPO = Path(__file__).resolve().parents[2]
+BUILDERS = {"SSLContext", "create_default_context", "_create_unverified_context"}
+
+
+def context_builders(package: str) -> set[str]:
+    """The modules under ``package`` that build an SSLContext with plain ``ssl``."""
+    found = set()
+    for path in sorted((REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            called = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                      and isinstance(node.func.value, ast.Name) and node.func.value.id == "ssl"
+                      and node.func.attr in BUILDERS)
+            imported = (isinstance(node, ast.ImportFrom) and node.module == "ssl"
+                        and any(alias.name in BUILDERS for alias in node.names))
+            if called or imported:
+                found.add(".".join(path.relative_to(REPO).with_suffix("").parts))
+    return found
+
+
+def test_the_proxy_builds_its_contexts_here_and_the_docstring_names_every_other_builder():
+    """The module docstring's promise, checked against the tree in both directions."""
+    assert context_builders("proxy") == {"proxy.tls.contexts"}
+    exceptions = contexts.__doc__.partition("Two kinds of context do not")[2]
+    named = set(re.findall(r"``(course(?:\.\w+)+)``", exceptions))
+    assert context_builders("course") == named
