@@ -8,6 +8,12 @@ blindly after ``fail_timeout``.  Active checks ask instead: every ``interval``
 seconds one thread sends ``GET <path>`` to each backend of each pool that has a
 ``health.path``.  A 2xx/3xx answer within ``timeout`` is a success.
 
+A probe is an ordinary exchange with the backend, made with the proxy's own parts:
+a fresh connection from the pool (``ConnectionPool.connect``: the same TLS context, SNI
+and verification as real traffic), the request serialised by ``proxy.http1``, and the
+response read with the one drive loop (``proxy.drive``) and the strict response reader,
+so a backend that answers with malformed HTTP fails its check too.
+
 Flapping is damped the way HAProxy's ``check rise 2 fall 3`` does it: a backend
 goes *down* after ``fall`` consecutive failures and comes back *up* after ``rise``
 consecutive successes.  Coming back also clears any passive ejection, and a
@@ -17,11 +23,13 @@ backend ejected passively (``proxy.balancer``) comes back the same way: after
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 
+from proxy import http1
 from proxy.balancer import Backend, Balancer
+from proxy.drive import next_event
+from proxy.errors import ProtocolError, TransportError, UpstreamError
 
 
 class HealthChecker:
@@ -58,19 +66,29 @@ class HealthChecker:
     def probe(self, balancer: Balancer, backend: Backend) -> str | None:
         """None if healthy, else the reason."""
         health = balancer.health
-        if backend.tls:
-            context = self.server.backend_pool.tls_contexts[backend.key]
-            conn = http.client.HTTPSConnection(backend.host, backend.port, timeout=health.timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(backend.host, backend.port, timeout=health.timeout)
+        request = http1.Request("GET", health.path, "HTTP/1.1", http1.Headers(
+            [("Host", backend.name), ("User-Agent", "tlsproxy-health"), ("Connection", "close")]))
         try:
-            conn.request("GET", health.path, headers={"User-Agent": "tlsproxy-health", "Connection": "close"})
-            response = conn.getresponse()
-            response.read()
+            conn = self.server.backend_pool.connect(backend)
+        except UpstreamError as error:
+            return f"health check failed: {error}"
+        deadline = time.monotonic() + health.timeout
+        try:
+            conn.transport.send(http1.serialize_request_head(request), health.timeout)
+            conn.reader.expect_response_to("GET")
+            response = next_event(conn.reader, conn.transport, timeout=health.timeout, deadline=deadline)
+            while 100 <= getattr(response, "status", 0) < 200:  # skip interim responses (RFC 9110 §15.2)
+                next_event(conn.reader, conn.transport, timeout=health.timeout, deadline=deadline)
+                response = next_event(conn.reader, conn.transport, timeout=health.timeout, deadline=deadline)
+            if not isinstance(response, http1.Response):
+                return "health check failed: the backend closed without answering"
+            while not isinstance(next_event(conn.reader, conn.transport, timeout=health.timeout, deadline=deadline),
+                                 http1.EndOfMessage):
+                pass  # read the body to its end: a check is only good if the whole answer is
             if response.status >= 400:
                 return f"health check {health.path} answered {response.status}"
             return None
-        except (OSError, http.client.HTTPException) as error:
+        except (TransportError, ProtocolError) as error:
             return f"health check failed: {error}"
         finally:
             conn.close()
