@@ -62,11 +62,14 @@ def next_event(reader: Any, transport: Transport, *, timeout: float, deadline: f
             reader.feed_eof()
 
 
-def pump_body(reader: Any, source: Transport, read_timeout: float, out: Outbox, *, chunked: bool) -> int:
+def pump_body(reader: Any, source: Transport, read_timeout: float, out: Outbox, *, chunked: bool,
+              headers: http1.Headers | None = None) -> int:
     """Move one message body from ``reader`` (fed from ``source``) to ``out``; its size.
 
     ``chunked``: re-encode each piece as a chunk (the forwarded message is chunked);
     otherwise pieces go out as they are (Content-Length, or close-delimited).
+    ``headers``: the message's header section as received, whose Connection field may
+    name trailer fields to drop too (RFC 9110 §7.6.1).
     """
     size = 0
     while True:
@@ -92,6 +95,6 @@ def pump_body(reader: Any, source: Transport, read_timeout: float, out: Outbox, 
             out.write(http1.encode_chunk(event.data) if chunked else event.data)
         else:  # EndOfMessage
             if chunked:
-                out.write(http1.encode_last_chunk(http1.prepare_trailers(event.trailers)))
+                out.write(http1.encode_last_chunk(http1.prepare_trailers(event.trailers, headers)))
             out.flush()
             return size

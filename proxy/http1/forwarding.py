@@ -70,21 +70,76 @@ _REWRITTEN_UPSTREAM = HOP_BY_HOP | {
 }
 _REWRITTEN_DOWNSTREAM = HOP_BY_HOP | {"via"}
 
-# Fields that decide framing, routing or authentication cannot arrive in a trailer
-# section and be trusted (RFC 9110 §6.5.1); a recipient that merged them into the
-# header section would be open to smuggling.  ``prepare_trailers`` drops them.
-_NOT_IN_TRAILERS = HOP_BY_HOP | {
+# Fields that must not travel in a trailer section.  RFC 9110 §6.5.1 ¶2: "Many fields
+# cannot be processed outside the header section because their evaluation is necessary
+# prior to receiving the content, such as those that describe message framing, routing,
+# authentication, request modifiers, response controls, or content format.  A sender
+# MUST NOT generate a trailer field unless [...] the definition permits [it]"; ¶3: "A
+# recipient MUST NOT merge a trailer field into a header section unless [...]".  The
+# proxy's own decisions (framing, route, backend) are made from the header section and
+# "cannot be unmade by the later discovery of trailer fields" (§6.5 ¶2); but a next hop
+# that merges trailers anyway would act on a late field the proxy never checked.  So
+# the proxy does not forward what a sender may not send.  RFC 9110 names categories
+# only; the examples are RFC 7230 §4.1.2's (obsoleted, but the list RFC 9110
+# condensed), which also said "A recipient MUST ignore (or consider as an error) any
+# fields that are forbidden to be sent in a trailer, since processing them [...] might
+# bypass external security filters".
+_TRAILER_FRAMING = {
+    # RFC 9112 §6.3: the body length.  A late "Content-Length: 0" that a next hop merged
+    # re-frames a body already sent, and the rest is read as a second, smuggled request.
     "content-length",
-    "host",
-    "content-encoding",
-    "content-type",
-    "content-range",
-    "authorization",
-    "set-cookie",
-    "cache-control",
-    "expect",
-    "max-forwards",
+    "transfer-encoding",
 }
+_TRAILER_ROUTING = {
+    # RFC 9110 §7.2: Host picks the site.  A late Host re-routes a request after the
+    # proxy routed (and authorised) it by the first one.
+    "host",
+}
+_TRAILER_REQUEST_MODIFIERS = {
+    # RFC 7231 §5.1 "controls" (RFC 9110 §7.6.2 Max-Forwards, §10.1.1 Expect, §14.2
+    # Range; RFC 9111 §5.2 Cache-Control, §5.4 Pragma) and §5.2 "conditionals" (RFC 9110
+    # §13.1): they change what the request asks for, and the origin must know them
+    # before it acts: a late If-Match would make a write conditional after it was done.
+    # (TE is hop-by-hop, below.)
+    "cache-control", "expect", "max-forwards", "pragma", "range",
+    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
+}
+_TRAILER_AUTHENTICATION = {
+    # RFC 9110 §11 (RFC 7235) and RFC 6265 (cookies): credentials and challenges.  A
+    # late Authorization or Cookie would authenticate a request after the fact, past
+    # any check made on the header section; a late Set-Cookie fixes a session the
+    # proxy never saw being set.  (Proxy-Authorization, Proxy-Authenticate: below.)
+    "authorization", "www-authenticate", "cookie", "set-cookie",
+}
+_TRAILER_RESPONSE_CONTROLS = {
+    # RFC 7231 §7.1 "control data" (RFC 9110 §6.6.1 Date, §10.2 Location, Retry-After,
+    # §12.5.5 Vary; RFC 9111 §5 Age, Cache-Control, Expires, Warning): how a cache stores
+    # the response and where the client goes next, decided when the header arrived.
+    "age", "cache-control", "date", "expires", "location", "retry-after", "vary", "warning",
+}
+_TRAILER_CONTENT_FORMAT = {
+    # RFC 9110 §8.3 Content-Type, §8.4 Content-Encoding, §14.4 Content-Range, §6.6.2
+    # Trailer: how to read the content (and which fields follow it).  A late
+    # Content-Type turns an upload into HTML after a filter judged it harmless.
+    "content-encoding", "content-type", "content-range", "trailer",
+}
+_TRAILER_FORWARDING = {
+    # What this proxy writes itself (RFC 9110 §7.6.3 Via; RFC 7239 Forwarded and the de
+    # facto X-Forwarded-*): a client must not get back, in a trailer, the spoofed client
+    # address or scheme that ``prepare_upstream_request`` replaced in the header.
+    "via", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+}
+# Hop-by-hop fields (RFC 9110 §7.6.1) describe one connection, and never go to the next.
+_NOT_IN_TRAILERS: frozenset[str] = frozenset(
+    HOP_BY_HOP
+    | _TRAILER_FRAMING
+    | _TRAILER_ROUTING
+    | _TRAILER_REQUEST_MODIFIERS
+    | _TRAILER_AUTHENTICATION
+    | _TRAILER_RESPONSE_CONTROLS
+    | _TRAILER_CONTENT_FORMAT
+    | _TRAILER_FORWARDING
+)
 
 
 def _connection_options(headers: Headers) -> frozenset[str] | set[str]:
@@ -237,7 +292,22 @@ def prepare_downstream_response(
     return forwarded, mode
 
 
-def prepare_trailers(trailers: Headers) -> Headers:
-    """Trailer fields safe to forward: hop-by-hop and framing/routing fields dropped."""
+def prepare_trailers(trailers: Headers, headers: Headers | None = None) -> Headers:
+    """The trailer fields safe to forward; ``trailers`` itself is not changed.
+
+    Dropped: every field of ``_NOT_IN_TRAILERS``, and every field a Connection field
+    names: RFC 9110 §7.6.1 ¶5, an intermediary must "remove any header or trailer
+    field(s) from the message with the same name as the connection-option".  Pass the
+    message's header section as ``headers`` for its Connection to count; a Connection
+    line inside the trailer section is dropped too, and what it names with it (a sender
+    that declared a field hop-by-hop did not mean it for the next hop).  Everything
+    else (a checksum, ``Server-Timing``, ``Content-Digest``) is kept, in order: fields
+    of the same name are processed in the order received (RFC 9110 §6.5.2 ¶2).
+    """
     drop = _NOT_IN_TRAILERS
+    options = _connection_options(trailers)
+    if headers is not None:
+        options = options | _connection_options(headers)
+    if options:
+        drop = drop | options
     return Headers._from_fields([f for f in trailers._fields if f[0] not in drop])

@@ -45,13 +45,13 @@ from proxy.errors import (BadGateway, ClientError, ClientGone, ClientProtocolErr
                           ReadTimeout, RequestTimeout, StaleConnection, TransportError, UpstreamError, WriteError,
                           WriteTimeout, render_error)
 from proxy.exchange import ON_FAILURE, ExchangePhase, Failure, Phase, Recovery, Step, retryable
+from proxy.http1.framing import BodyKind
 from proxy.lifecycle import ConnEvent
 from proxy.routing import normalize_host
 from proxy.transport import Outbox, Transport
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-NO_BODY = http1.framing.BodyKind.NONE
-CHUNKED = http1.framing.BodyKind.CHUNKED
+NO_BODY, CHUNKED = BodyKind.NONE, BodyKind.CHUNKED
 
 
 def via(version: str) -> str:
@@ -349,7 +349,7 @@ class Exchange:
             if request.expect_continue:
                 handler.client_send(CONTINUE)
             pump_body(handler.reader, handler.client, self.server.timeouts.body_read, to_backend,
-                      chunked=request.framing.kind is CHUNKED)
+                      chunked=request.framing.kind is CHUNKED, headers=request.headers)
         # Reading the client:
         except ProtocolError as error:
             raise ClientProtocolError.of(error) from None
@@ -431,7 +431,7 @@ class Exchange:
         timeout = server.timeouts.backend_read
         try:
             self.response_bytes = pump_body(conn.reader, conn.transport, timeout, to_client,
-                                            chunked=body_mode == "chunked")
+                                            chunked=body_mode == "chunked", headers=response.headers)
         # Reading the backend:
         except ProtocolError as error:
             conn.close()
@@ -450,7 +450,7 @@ class Exchange:
         # Leftover bytes after the response mean the backend sent more than it framed:
         # that connection can never be trusted with another request.
         leftover = conn.reader.take_buffered()
-        reusable = response.keep_alive and not leftover and response.framing.kind not in ("close", "tunnel")
+        reusable = response.keep_alive and not leftover and response.framing.kind not in (BodyKind.CLOSE, BodyKind.TUNNEL)
         if reusable:
             server.backend_pool.remember_session(conn)
         server.backend_pool.release(conn, reusable=reusable)

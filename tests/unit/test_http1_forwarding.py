@@ -7,6 +7,7 @@ import pytest
 from proxy.errors import InvalidUpstreamResponse
 from proxy.http1 import (
     HOP_BY_HOP,
+    EndOfMessage,
     Framing,
     Headers,
     Request,
@@ -14,6 +15,7 @@ from proxy.http1 import (
     Response,
     ResponseReader,
     client_keep_alive,
+    encode_last_chunk,
     prepare_downstream_response,
     prepare_trailers,
     prepare_upstream_request,
@@ -21,6 +23,8 @@ from proxy.http1 import (
     serialize_response_head,
     strip_hop_by_hop,
 )
+from proxy.http1.forwarding import _NOT_IN_TRAILERS
+from tests.vectors.trailer_vectors import TRAILER_VECTORS, TrailerVector, trailer_fields
 
 
 def read_request(raw: bytes, **options) -> Request:
@@ -192,3 +196,73 @@ def test_prepare_trailers_drops_framing_and_hop_by_hop_fields() -> None:
     trailers = Headers([("Checksum", "1"), ("Content-Length", "9"), ("Transfer-Encoding", "chunked"),
                         ("Host", "evil"), ("Server-Timing", "db")])
     assert list(prepare_trailers(trailers)) == [("Checksum", "1"), ("Server-Timing", "db")]
+
+
+# --------------------------------------------------------------------------- trailers
+@pytest.mark.parametrize("vector", TRAILER_VECTORS, ids=lambda v: v.id)
+def test_prepare_trailers_keeps_what_may_be_sent_late_and_drops_the_rest(vector: TrailerVector) -> None:
+    """RFC 9110 §6.5.1: no field that frames, routes, authenticates, modifies the request,
+    controls the response or describes the content leaves the proxy in a trailer."""
+    reader = RequestReader()
+    reader.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+                + vector.trailer + b"\r\n")
+    head_event, data, end = (reader.next_event() for _ in range(3))
+    assert isinstance(end, EndOfMessage), (head_event, data, end)
+    trailers = end.trailers
+    assert list(trailers) == trailer_fields(vector), "the reader and the vector table disagree"
+    head = Headers([("Host", "a"), ("Connection", vector.connection)]) if vector.connection else None
+
+    kept = prepare_trailers(trailers, head)
+
+    assert list(kept) == list(vector.forwarded)
+    assert not {name.lower() for name, _ in kept} & set(vector.dropped)
+    assert list(trailers) == trailer_fields(vector)  # the original is untouched
+    # What goes on the wire parses back to the same fields (the serialiser accepts them).
+    again = RequestReader()
+    again.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + encode_last_chunk(kept))
+    assert isinstance(again.next_event(), Request)
+    end = again.next_event()
+    assert isinstance(end, EndOfMessage) and list(end.trailers) == list(vector.forwarded)
+
+
+def test_every_dropped_name_of_the_table_is_on_the_list() -> None:
+    """The table and ``_NOT_IN_TRAILERS`` agree: a name the table expects dropped is on the
+    list, unless a Connection field named it (RFC 9110 §7.6.1)."""
+    for vector in TRAILER_VECTORS:
+        named = {n.strip().lower() for n in (vector.connection or "").split(",") if n.strip()}
+        for field in trailer_fields(vector):
+            if field[0].lower() == "connection":
+                named |= {n.strip().lower() for n in field[1].split(",")}
+        for name in vector.dropped:
+            assert name in _NOT_IN_TRAILERS or name in named, (vector.id, name)
+
+
+@pytest.mark.parametrize(
+    "category, names",
+    [
+        # RFC 7230 §4.1.2's examples of the categories RFC 9110 §6.5.1 names.
+        ("message framing", {"transfer-encoding", "content-length"}),
+        ("routing", {"host"}),
+        ("request modifiers: controls (RFC 7231 §5.1)",
+         {"cache-control", "expect", "host", "max-forwards", "pragma", "range", "te"}),
+        ("request modifiers: conditionals (RFC 7231 §5.2)",
+         {"if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range"}),
+        ("authentication (RFC 7235, RFC 6265)",
+         {"authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate", "cookie", "set-cookie"}),
+        ("response control data (RFC 7231 §7.1)",
+         {"age", "cache-control", "expires", "date", "location", "retry-after", "vary", "warning"}),
+        ("how to process the payload", {"content-encoding", "content-type", "content-range", "trailer"}),
+        ("hop-by-hop (RFC 9110 §7.6.1)", set(HOP_BY_HOP)),
+    ],
+)
+def test_not_in_trailers_covers_every_category_of_rfc_9110_section_6_5_1(category: str, names: set[str]) -> None:
+    assert names <= _NOT_IN_TRAILERS, f"{category}: {sorted(names - _NOT_IN_TRAILERS)} not dropped"
+
+
+def test_prepare_trailers_drops_what_the_header_section_connection_names() -> None:
+    """RFC 9110 §7.6.1 ¶5: "remove any header or trailer field(s) from the message with the
+    same name as the connection-option"; Host is never a connection option (it is for all)."""
+    trailers = Headers([("X-Hop", "1"), ("X-Other", "2"), ("Checksum", "c")])
+    head = Headers([("Host", "a"), ("Connection", "keep-alive, x-hop"), ("connection", "X-Other")])
+    assert list(prepare_trailers(trailers, head)) == [("Checksum", "c")]
+    assert list(prepare_trailers(trailers, Headers([("Host", "a")]))) == list(trailers)
