@@ -64,7 +64,7 @@ def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: boo
         lab = cleanup.enter_context(Lab(chosen, network, out, pki))
         captures = {leg: network.capture(chosen.leg_ends(leg), out / LEG_FILES[leg],
                                          lab.ports["proxy" if leg == "client" and chosen.mode else "origin"])
-                    for leg in chosen.legs}
+                    for leg in chosen.leg_names}
         with contextlib.ExitStack() as capturing:
             for capture in captures.values():
                 capturing.enter_context(capture)
@@ -101,7 +101,7 @@ def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, res
     merge_key_logs([out / name for name in keylogs.values()], out / "keys.log")
     legs = {leg: {"pcap": LEG_FILES[leg], "ends": list(setup.leg_ends(leg)),
                   "server_port": lab.ports["proxy" if leg == "client" and setup.mode else "origin"]}
-            for leg in setup.legs}
+            for leg in setup.leg_names}
     return write_metadata(out, {
         "setup": setup.name, "picture": setup.picture, "summary": setup.summary, "tls": tls, "resumed": resumed,
         "network": network.name,
@@ -198,6 +198,10 @@ def run_lesson(out: Path) -> int:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    # Every path below decrypts with scapy, the bundled capture too: without it, stop here
+    # (``course.cli`` turns the ModuleNotFoundError into one line saying what to install).
+    import scapy  # noqa: F401
+
     out = Path(args.out)
     if args.lesson:
         return run_lesson(out)

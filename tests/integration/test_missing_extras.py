@@ -49,7 +49,7 @@ def test_capture_without_scapy_says_what_to_install(tmp_path):
     done = run_without("scapy", "course.cli", "capture", "--out", tmp_path / "run", "--no-pictures")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == f"tlsproxy capture needs scapy, which is not installed: {INSTALL}"
+    assert done.stderr.strip().splitlines() == [f"tlsproxy capture needs scapy, which is not installed: {INSTALL}"]
 
 
 def test_a_missing_module_of_ours_keeps_its_traceback(tmp_path):
