@@ -37,8 +37,27 @@ from __future__ import annotations
 from http import HTTPStatus
 
 
+# --------------------------------------------------------------------------- the shared shape
+class StatusError(Exception):
+    """An error that knows its HTTP status and whether the connection must close."""
+
+    status: int = 500
+    close: bool = True
+
+    def __init__(self, message: str = "", *, status: int | None = None, close: bool | None = None):
+        super().__init__(message or HTTPStatus(status or self.status).phrase)
+        if status is not None:
+            self.status = status
+        if close is not None:
+            self.close = close
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
 # --------------------------------------------------------------------------- neutral: the parsers
-class ProtocolError(Exception):
+class ProtocolError(StatusError):
     """Bytes that are not valid HTTP/1.1 (RFC 9112), from either peer.
 
     ``status`` is the answer a *client* who sent them would get (a hint: from a backend
@@ -46,17 +65,7 @@ class ProtocolError(Exception):
     byte on the connection can be trusted.
     """
 
-    status: int = 400
-    close: bool = True
-
-    def __init__(self, message: str = "", *, status: int | None = None):
-        super().__init__(message or HTTPStatus(status or self.status).phrase)
-        if status is not None:
-            self.status = status
-
-    @property
-    def message(self) -> str:
-        return str(self)
+    status = 400
 
 
 class LengthRequired(ProtocolError):
@@ -97,22 +106,8 @@ class HTTPVersionNotSupported(ProtocolError):
 
 
 # --------------------------------------------------------------------------- answered: ProxyError
-class ProxyError(Exception):
+class ProxyError(StatusError):
     """Base of every error that becomes an HTTP response."""
-
-    status: int = 500
-    close: bool = True  # must the client connection be closed after the answer?
-
-    def __init__(self, message: str = "", *, status: int | None = None, close: bool | None = None):
-        super().__init__(message or HTTPStatus(status or self.status).phrase)
-        if status is not None:
-            self.status = status
-        if close is not None:
-            self.close = close
-
-    @property
-    def message(self) -> str:
-        return str(self)
 
 
 # --------------------------------------------------------------------------- client side
