@@ -39,11 +39,13 @@ import matplotlib.ticker  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from course.bench.workloads import ALL, BY_NAME  # noqa: E402
+from course.bench.setups import ORIGIN_TERMINATES, PROXY_TERMINATES  # noqa: E402
+from course.bench.workloads import ALL, BY_NAME, TLS_SETUPS  # noqa: E402
+from course.setups import BY_NAME as SETUP_FACTS, SETUPS  # noqa: E402
 
 COLORS = {"origin": "#4C72B0", "proxy": "#DD8452", "nginx": "#55A868", "floor": "#8C8C8C",
           "met": "#55A868", "missed": "#C44E52", "info": "#8C8C8C"}
-LABELS = {s: f"{i} {s}" for i, s in enumerate(ALL, 1)}
+LABELS = {s.name: f"{s.number} {s.name}" for s in SETUPS}
 LABELS["nginx"] = "nginx (ref.)"
 HANDSHAKE_VARIANTS = (  # (workload, label)
     ("newconn", "1.3 ECDSA full"), ("newconn-resumed", "1.3 resumed"), ("newconn-rsa", "1.3 RSA full"),
@@ -136,8 +138,8 @@ def origin_cpu(document: dict, out: Path) -> list[Path]:
 
 def handshakes(document: dict, out: Path) -> list[Path]:
     """CPU per new connection of the TLS terminator, by handshake variant."""
-    setups = [s for s in ALL if s != "direct-http"
-              and any(r["setup"] == s for w, _ in HANDSHAKE_VARIANTS for r in _rows(document, w))]
+    setups = [s for s in TLS_SETUPS
+              if any(r["setup"] == s for w, _ in HANDSHAKE_VARIANTS for r in _rows(document, w))]
     variants = [(w, label) for w, label in HANDSHAKE_VARIANTS if _rows(document, w)]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(setups) + 2), 4.6))
     if not setups:
@@ -153,7 +155,7 @@ def handshakes(document: dict, out: Path) -> list[Path]:
                 continue
             # The component that terminates the client's TLS: the origin when there is no proxy in
             # front that decrypts; in passthrough and forward the proxy only copies bytes.
-            role = "origin" if setup in ("direct-https", "passthrough", "forward") else "proxy"
+            role = "origin" if setup in ORIGIN_TERMINATES else "proxy"
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(row["cpu_us_per_request"].get(role) or 0)
         ax.bar(xs, ys, width, label=label, color=cmap(j))
@@ -163,8 +165,10 @@ def handshakes(document: dict, out: Path) -> list[Path]:
                    linewidth=1, label="crypto floor: ECDSA sign + 2 X25519 (openssl speed)")
     ax.set_xticks(range(len(setups)), [LABELS.get(s, s) for s in setups], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("CPU µs per new connection (TLS terminator)")
-    ax.set_title("Handshake cost of whoever terminates the client's TLS (origin in 2, 5, 6; proxy in 3, 4, nginx)",
-                 fontsize=9)
+    origin_in, proxy_in = (", ".join(str(SETUP_FACTS[s].number) for s in names)
+                           for names in (ORIGIN_TERMINATES, PROXY_TERMINATES))
+    ax.set_title(f"Handshake cost of whoever terminates the client's TLS (origin in {origin_in}; "
+                 f"proxy in {proxy_in}, nginx)", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, out, "handshakes", document)
 

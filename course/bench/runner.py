@@ -32,7 +32,6 @@ kernel (``course.bench.layers``): why a ratio is what it is.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from course.bench.profiling import format_profile, profile_proxy
 from course.bench.report import format_table, format_vs_nginx
 from course.bench.setups import SetupLauncher, instance_key
 from course.bench.workloads import ALL, BY_NAME, NGINX, WORKLOADS, Workload, select, setups_for
+from course.setups import BY_NAME as SETUP_FACTS
 from proxy.errors import ConfigError
 
 FORMAT = "tlsproxy-bench/1"
@@ -88,8 +88,8 @@ def available_setups(options: Options, notes: list[str]) -> list[str]:
         raise ConfigError(f"unknown setup {unknown[0]!r} (one of {', '.join(ALL)})")
     chosen = []
     for setup in wanted:
-        if setup in ("passthrough", "forward") and importlib.util.find_spec(f"proxy.modes.{setup}") is None:
-            notes.append(f"{setup}: skipped, proxy/modes/{setup}.py does not exist yet")
+        if setup in SETUP_FACTS and not SETUP_FACTS[setup].available:
+            notes.append(f"{setup}: skipped, proxy/modes/{SETUP_FACTS[setup].mode}.py does not exist yet")
             continue
         if setup == NGINX:
             from course.nginx import nginx_path

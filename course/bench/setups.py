@@ -2,8 +2,13 @@
 
 Theory of operation
 -------------------
-Every process of a setup is its own operating-system process, so the kernel keeps
-its CPU time apart from everyone else's (``course.bench.cpu``)::
+What each setup is (its hosts, the proxy's mode, which legs carry TLS, who
+terminates the client's session) comes from the project's one table,
+``course.setups``; this module only turns those facts into processes and command
+lines.  nginx, the production reference, is the benchmark's own seventh column: it
+plays the proxy of setup 3.  Every process of a setup is its own operating-system
+process, so the kernel keeps its CPU time apart from everyone else's
+(``course.bench.cpu``)::
 
     direct-http    loadgen ──HTTP──────────────────────────▶ origin
     direct-https   loadgen ══TLS═══════════════════════════▶ origin (--cert)
@@ -45,6 +50,7 @@ from pathlib import Path
 
 from course.bench.workloads import NGINX
 from course.children import stop_child
+from course.setups import BY_NAME, SETUPS, Setup
 from proxy.errors import ConfigError
 from proxy.pki import DEMO_ORIGIN, DEMO_WWW, DEMO_WWW_RSA, DemoPKI
 
@@ -53,9 +59,9 @@ READY_TIMEOUT = 30.0
 CERT_NAMES = {"ecdsa": DEMO_WWW, "rsa": DEMO_WWW_RSA}
 ORIGIN_READY = re.compile(r"listening on https?://[^\s:]+:(\d+)")
 PROXY_READY = re.compile(r"tlsproxy: \w+ listening on [^\s]+:(\d+)")
-# Setups where the origin terminates the client's TLS (so its certificate is the one shown).
-ORIGIN_TERMINATES = ("direct-https", "passthrough", "forward")
-PROXY_TERMINATES = ("terminate", "reencrypt")
+# Who terminates the client's TLS, and so whose certificate the client is shown.
+ORIGIN_TERMINATES = tuple(s.name for s in SETUPS if s.client_tls_ends == "origin")
+PROXY_TERMINATES = tuple(s.name for s in SETUPS if s.client_tls_ends == "proxy")
 
 
 def child_environment() -> dict[str, str]:
@@ -74,8 +80,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def instance_key(setup: str, cert: str) -> tuple[str, str]:
-    """Which running instance serves ``setup`` with ``cert``: the proxy holds both certificates."""
-    return (setup, "any") if setup in PROXY_TERMINATES or setup == "direct-http" else (setup, cert)
+    """Which running instance serves ``setup`` with ``cert``: our proxy holds both certificates,
+    and without TLS there is no certificate to choose; an origin or nginx holds one."""
+    facts = BY_NAME.get(setup)  # None for nginx
+    one_for_all = facts is not None and facts.client_tls_ends in (None, "proxy")
+    return (setup, "any") if one_for_all else (setup, cert)
 
 
 # --------------------------------------------------------------------------- one process
@@ -218,35 +227,21 @@ class SetupLauncher:
     def _origin(self, key: tuple[str, str]) -> Child:
         setup, cert = key
         tag = self._tag(key)
-        if setup in ORIGIN_TERMINATES:
+        facts = BY_NAME.get(setup)  # None for nginx, whose origin speaks plain HTTP
+        if facts is None or not facts.origin_tls:
+            return origin_child(f"{tag}-origin", self.logdir)
+        if facts.client_tls_ends == "origin":  # the client's session: the certificate it asked for
             return origin_child(f"{tag}-origin", self.logdir, self.files(CERT_NAMES[cert]))
-        if setup == "reencrypt":
-            return origin_child(f"{tag}-origin", self.logdir, self.files(DEMO_ORIGIN))
-        return origin_child(f"{tag}-origin", self.logdir)
+        return origin_child(f"{tag}-origin", self.logdir, self.files(DEMO_ORIGIN))  # the proxy's session
 
     def _front(self, key: tuple[str, str], origin: Child) -> Child | NginxPlan | None:
         """The proxy in front of the origin: our proxy (a Child), nginx, or nobody."""
         setup, cert = key
         tag = self._tag(key)
-        address = f"127.0.0.1:{origin.port}"
-        certs = []
-        for name in (DEMO_WWW, DEMO_WWW_RSA):  # ECDSA first: the default without SNI
-            c, k = self.files(name)
-            certs += ["--cert", c, "--key", k]
         profile = str(self.profile_dir / f"{tag}.pstats") if self.profile_dir else None
-        if setup == "terminate":
-            return proxy_child(f"{tag}-proxy", self.logdir, [*certs, "--backend", f"http://{address}"], profile)
-        if setup == "reencrypt":
-            return proxy_child(f"{tag}-proxy", self.logdir,
-                               [*certs, "--backend", f"https://{address}", "--backend-ca", str(self.pki.ca)], profile)
-        if setup == "passthrough":
-            return proxy_child(f"{tag}-proxy", self.logdir,
-                               ["--mode", "passthrough", "--backend", f"https://{address}"], profile)
-        if setup == "forward":
-            # The policy's defaults allow loopback destinations, but CONNECT only to ports
-            # 443 and 8443 (Squid's SSL_ports): allow the origin's port as well.
-            return proxy_child(f"{tag}-proxy", self.logdir,
-                               ["--mode", "forward", "--connect-port", str(origin.port)], profile)
+        facts = BY_NAME.get(setup)
+        if facts is not None and facts.mode is not None:
+            return proxy_child(f"{tag}-proxy", self.logdir, self.proxy_flags(facts, origin.port), profile)
         if setup == NGINX:
             from course.nginx import terminate_conf
 
@@ -257,10 +252,30 @@ class SetupLauncher:
             return NginxPlan(port, workdir, conf)
         return None  # direct-http, direct-https: the client talks to the origin
 
+    def proxy_flags(self, facts: Setup, origin_port: int) -> list[str]:
+        """``tlsproxy serve`` flags for the proxy of ``facts``, in front of the origin on ``origin_port``."""
+        address = f"127.0.0.1:{origin_port}"
+        certs = []
+        for name in (DEMO_WWW, DEMO_WWW_RSA):  # ECDSA first: the default without SNI
+            c, k = self.files(name)
+            certs += ["--cert", c, "--key", k]
+        if facts.mode == "terminate":
+            if facts.origin_tls:  # re-encrypt: a second TLS session, to an origin verified against our CA
+                return [*certs, "--backend", f"https://{address}", "--backend-ca", str(self.pki.ca)]
+            return [*certs, "--backend", f"http://{address}"]
+        if facts.mode == "passthrough":
+            return ["--mode", "passthrough", "--backend", f"https://{address}"]
+        if facts.mode == "forward":
+            # The policy's defaults allow loopback destinations, but CONNECT only to ports
+            # 443 and 8443 (Squid's SSL_ports): allow the origin's port as well.
+            return ["--mode", "forward", "--connect-port", str(origin_port)]
+        raise ConfigError(f"the benchmark cannot start a proxy in mode {facts.mode!r}")
+
     def _finish(self, key: tuple[str, str], origin: Child, front: Child | NginxPlan | None) -> RunningSetup:
         setup, cert = key
         origin_address = ("127.0.0.1", origin.port)
-        scheme = "http" if setup == "direct-http" else "https"
+        facts = BY_NAME.get(setup)
+        scheme = "https" if facts is None or facts.client_tls else "http"  # nginx: TLS
         running = RunningSetup(setup, cert, scheme, origin_address, components={"origin": [origin.pid]},
                                children=[origin], implementation="none")
         if isinstance(front, Child):
@@ -268,7 +283,7 @@ class SetupLauncher:
             front.wait_ready()
             running.components["proxy"] = [front.pid]
             running.implementation = "tlsproxy"
-            if setup == "forward":
+            if facts.tunnel:
                 running.proxy = ("127.0.0.1", front.port)  # CONNECT through it to the origin
             else:
                 running.connect_to = ("127.0.0.1", front.port)

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The setups of DESIGN.md, in teaching order, and the production reference.
-SETUPS = ("direct-http", "direct-https", "terminate", "reencrypt", "passthrough", "forward")
+from course import setups as course_setups
+
+# The setups of DESIGN.md (course/setups.py), in teaching order, and the production reference.
+SETUPS = course_setups.NAMES
 NGINX = "nginx"
 ALL = (*SETUPS, NGINX)
-TLS_SETUPS = tuple(s for s in ALL if s != "direct-http")
+TLS_SETUPS = (*(s.name for s in course_setups.SETUPS if s.client_tls), NGINX)
 CERT_SETUPS = ("direct-https", "terminate", NGINX)  # where the benchmark can swap the certificate
 
 

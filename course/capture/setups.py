@@ -2,22 +2,18 @@
 
 Theory of operation
 -------------------
-::
+What each setup *is* (its hosts and legs, the proxy's mode, which legs carry TLS,
+whether the client asks for a tunnel, its picture and summary) comes from the
+project's one table, ``course.setups``; ``SETUPS`` here is that table, keyed by
+name.  This module adds only what a capture needs: ``Lab`` starts a setup's origin
+(``tlsproxy origin``), its proxy (``tlsproxy serve``) and, on request, the lab
+client (``python -m course.capture.client``), each as its own process, each
+listening on port 0 and reporting the real port in its first line of output.  The
+captures run on the legs the table names (``leg_names``: ``client`` and, behind a
+proxy, ``backend``), between the hosts it says they join (``leg_ends``).
 
-    1 direct-http     client ──HTTP──────────────────────────────▶ origin
-    2 direct-https    client ══TLS═══════════════════════════════▶ origin
-    3 terminate       client ══TLS══▶ proxy ──HTTP──────────────▶ origin
-    4 reencrypt       client ══TLS══▶ proxy ══TLS═══════════════▶ origin
-    5 passthrough     client ══TLS══▶ proxy ~~TCP splice~~~~~~~▶ origin
-    6 forward         client ──CONNECT──▶ proxy ~~tunnel~~~~~~~~▶ origin
-
-``SETUPS`` describes each one as data (does it have a proxy, in which mode, does the
-origin speak TLS, does the client ask for a tunnel); ``Lab`` starts it: the origin
-(``tlsproxy origin``), the proxy (``tlsproxy serve``) and, on request, the lab client
-(``python -m course.capture.client``), each as its own process, each listening on
-port 0 and reporting the real port in its first line of output.  Every TLS endpoint
-writes its secrets to its own key log, so the capture bundle can say exactly who
-held which keys:
+Every TLS endpoint writes its secrets to its own key log, so the capture bundle can
+say exactly who held which keys:
 
     keys/client.log          the client (SSLKEYLOGFILE, read by create_default_context)
     keys/proxy.log           the proxy's client leg (tlsproxy serve --keylog)
@@ -34,18 +30,17 @@ client's network.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from course.capture.sniff import Capture
 from course.children import stop_child
+from course.setups import BY_NAME, Setup
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -55,52 +50,10 @@ ORIGIN_NAME = "origin.example.test"
 LISTENING = re.compile(r"listening on (?:https?://)?\[?([0-9a-fA-F.:]+?)\]?:(\d+)")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
+# The capture's setups are the project's (course/setups.py), in teaching order.
+SETUPS: dict[str, Setup] = BY_NAME
 
-@dataclass(frozen=True)
-class Setup:
-    name: str
-    mode: str | None              # the proxy's --mode, or None: the client talks to the origin
-    origin_tls: bool              # the origin terminates TLS itself
-    client_tls: bool = True       # the client speaks TLS (inside a tunnel, for forward)
-    tunnel: bool = False          # the client asks the proxy for CONNECT first
-    picture: str = ""
-
-    @property
-    def legs(self) -> tuple[str, ...]:
-        return ("client", "backend") if self.mode else ("client",)
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return ("client", "proxy", "origin") if self.mode else ("client", "origin")
-
-    def leg_ends(self, leg: str) -> tuple[str, str]:
-        if leg == "client":
-            return ("client", "proxy") if self.mode else ("client", "origin")
-        return ("proxy", "origin")
-
-    @property
-    def summary(self) -> str:
-        """The one-line description the rest of the project uses (``course/setups.py``)."""
-        from course.setups import BY_NAME
-
-        return BY_NAME[self.name].summary if self.name in BY_NAME else self.picture
-
-    @property
-    def available(self) -> bool:
-        """Is the proxy mode this setup needs implemented (proxy/modes/<mode>.py)?"""
-        return self.mode is None or importlib.util.find_spec(f"proxy.modes.{self.mode}") is not None
-
-
-SETUPS: dict[str, Setup] = {s.name: s for s in (
-    Setup("direct-http", None, origin_tls=False, client_tls=False,
-          picture="client --HTTP--> origin"),
-    Setup("direct-https", None, origin_tls=True, picture="client ==TLS==> origin"),
-    Setup("terminate", "terminate", origin_tls=False, picture="client ==TLS==> proxy --HTTP--> origin"),
-    Setup("reencrypt", "terminate", origin_tls=True, picture="client ==TLS==> proxy ==TLS==> origin"),
-    Setup("passthrough", "passthrough", origin_tls=True, picture="client ==TLS==> proxy ~~splice~~> origin"),
-    Setup("forward", "forward", origin_tls=True, tunnel=True,
-          picture="client --CONNECT--> proxy ~~tunnel~~> origin (TLS inside)"),
-)}
+__all__ = ["SETUPS", "Setup", "Lab", "Loopback", "Namespaces", "available_setups"]
 
 
 def available_setups() -> list[str]:
@@ -174,10 +127,11 @@ class Lab:
     @property
     def front(self) -> str:
         """The host the client connects to."""
-        return "proxy" if self.setup.mode else "origin"
+        return "proxy" if self.setup.has_proxy else "origin"
 
     def address(self, host: str) -> str:
-        toward = {"client": self.front, "proxy": "client", "origin": "proxy" if self.setup.mode else "client"}[host]
+        toward = {"client": self.front, "proxy": "client",
+                  "origin": "proxy" if self.setup.has_proxy else "client"}[host]
         return self.network.address(host, toward)
 
     def start(self) -> "Lab":
@@ -187,7 +141,7 @@ class Lab:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             self.ports["origin"] = self._start_origin()
-            if self.setup.mode:
+            if self.setup.has_proxy:
                 self.ports["proxy"] = self._start_proxy()
         except BaseException:
             self.stop()
@@ -230,7 +184,8 @@ class Lab:
                 "--listen", f"{self.address('origin')}:0"]
         if not self.setup.origin_tls:
             return argv, None
-        name = ORIGIN_NAME if self.setup.mode == "terminate" else WWW   # re-encrypt: its own name
+        # The client's session ends here: show www; the proxy's own session (re-encrypt): the origin's name.
+        name = WWW if self.setup.client_tls_ends == "origin" else ORIGIN_NAME
         cert, key = self.pki.files(name)
         return argv + ["--cert", cert, "--key", key], self.keys / "origin.log"
 

@@ -1,11 +1,19 @@
-"""course.capture.setups: the six setups as processes, checked as command lines (nothing runs)."""
+"""course.capture.setups: the six setups as processes, checked as command lines (nothing runs).
+
+The capture keeps no table of its own: its setups are ``course.setups``'s objects, and
+the command lines it builds follow from their facts (mode, legs, who terminates).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from course import setups as project_setups
-from course.capture.setups import SETUPS, Lab, Loopback
+from course.capture import setups as capture_setups
+from course.capture.setups import SETUPS, Lab, Loopback, available_setups
+from tests.unit.test_setups import copied_names, copied_words
 
 
 def lab(name: str, pki, tmp_path: Path) -> Lab:
@@ -15,10 +23,36 @@ def lab(name: str, pki, tmp_path: Path) -> Lab:
 
 
 def test_the_same_six_setups_as_the_rest_of_the_project():
-    assert list(SETUPS) == [s.name for s in project_setups.SETUPS]
+    assert list(SETUPS) == list(project_setups.NAMES)
+    assert capture_setups.Setup is project_setups.Setup
     for name, setup in SETUPS.items():
-        assert setup.legs == (("client", "backend") if project_setups.BY_NAME[name].has_proxy else ("client",))
-        assert setup.summary == project_setups.BY_NAME[name].summary
+        assert setup is project_setups.BY_NAME[name]  # the very object: no copy of names, legs or words
+    assert available_setups() == list(project_setups.NAMES)
+
+
+def test_the_capture_module_keeps_no_copy_of_the_table():
+    source = Path(capture_setups.__file__)
+    assert copied_names(source) == [] and copied_words(source) == []
+
+
+@pytest.mark.parametrize("name", project_setups.NAMES)
+def test_command_lines_follow_the_table(name, pki, tmp_path):
+    facts = project_setups.BY_NAME[name]
+    made = lab(name, pki, tmp_path)
+    origin_argv, origin_keylog = made.origin_argv()
+    assert ("--cert" in origin_argv) == facts.origin_tls == (origin_keylog is not None)
+    if facts.origin_tls:  # the client's session shows www; the proxy's own session, the origin's name
+        shown = "www.example.test" if facts.client_tls_ends == "origin" else "origin.example.test"
+        assert origin_argv[origin_argv.index("--cert") + 1].endswith(f"{shown}.pem")
+    client = made.client_argv()
+    assert ("--plain" in client) == (not facts.client_tls)
+    assert ("--tunnel" in client) == facts.tunnel
+    assert made.front == ("proxy" if facts.has_proxy else "origin")
+    if facts.has_proxy:
+        proxy = made.proxy_argv()
+        assert proxy[proxy.index("--mode") + 1] == facts.mode
+        assert ("--keylog" in proxy) == facts.proxy_reads_requests  # it holds the client's session keys
+        assert ("--backend-keylog" in proxy) == (len(facts.tls_sessions) == 2)
 
 
 def test_loopback_client_has_its_own_address(pki, tmp_path):

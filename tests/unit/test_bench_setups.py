@@ -1,0 +1,88 @@
+"""course.bench.setups: the benchmark's processes planned from course.setups (nothing is started).
+
+The benchmark keeps no table of its own: which setups exist, who terminates the
+client's TLS, which origin shows which certificate and what the proxy is told all
+follow from ``course.setups``; only nginx, the production reference, is the bench's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from course import setups as project_setups
+from course.bench import charts, setups as bench_setups, workloads
+from course.bench.setups import NginxPlan, SetupLauncher, instance_key
+from tests.unit.test_setups import copied_names, copied_words
+
+ORIGIN_PORT = 9001
+
+
+def test_the_bench_modules_keep_no_copy_of_the_table():
+    source = Path(bench_setups.__file__)
+    assert copied_names(source) == [] and copied_words(source) == []
+    assert workloads.SETUPS is project_setups.NAMES
+    assert workloads.ALL == (*project_setups.NAMES, workloads.NGINX)
+    assert "direct-http" not in workloads.TLS_SETUPS and workloads.NGINX in workloads.TLS_SETUPS
+    for s in project_setups.SETUPS:
+        assert charts.LABELS[s.name] == f"{s.number} {s.name}"
+
+
+def test_who_terminates_comes_from_the_table():
+    by_terminator = {end: [s.name for s in project_setups.SETUPS if s.client_tls_ends == end]
+                     for end in ("origin", "proxy")}
+    assert list(bench_setups.ORIGIN_TERMINATES) == by_terminator["origin"] == ["direct-https", "passthrough",
+                                                                               "forward"]
+    assert list(bench_setups.PROXY_TERMINATES) == by_terminator["proxy"] == ["terminate", "reencrypt"]
+
+
+def test_one_instance_serves_both_certificates_where_the_proxy_or_nobody_holds_them():
+    for s in project_setups.SETUPS:
+        shared = s.client_tls_ends in (None, "proxy")
+        assert instance_key(s.name, "rsa") == ((s.name, "any") if shared else (s.name, "rsa"))
+    assert instance_key("nginx", "rsa") == ("nginx", "rsa")
+
+
+def plan(pki, tmp_path: Path, setup: str, cert: str = "ecdsa"):
+    """The origin's and the front's plan for one instance, as ``SetupLauncher.start`` makes them."""
+    launcher = SetupLauncher(pki, tmp_path)
+    key = instance_key(setup, cert)
+    origin = launcher._origin(key)
+    origin.port = ORIGIN_PORT  # as if it had said so on its log
+    return origin, launcher._front(key, origin)
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize("name", project_setups.NAMES)
+def test_each_setup_s_processes_follow_its_facts(name, pki, tmp_path):
+    facts = project_setups.BY_NAME[name]
+    origin, front = plan(pki, tmp_path, name)
+    assert ("--cert" in origin.argv) == facts.origin_tls
+    if facts.origin_tls:  # the client's session shows www; the proxy's own session, the origin's name
+        shown = "www.example.test" if facts.client_tls_ends == "origin" else "origin.example.test"
+        assert flag(origin.argv, "--cert").endswith(f"{shown}.pem")
+    if not facts.has_proxy:
+        assert front is None
+        return
+    assert flag(front.argv, "-m") == "course.bench.serve"
+    mode = flag(front.argv, "--mode") if "--mode" in front.argv else "terminate"  # tlsproxy serve's default
+    assert mode == facts.mode
+    assert ("--cert" in front.argv) == facts.proxy_reads_requests  # it terminates the client's TLS
+    if facts.mode == "forward":
+        assert flag(front.argv, "--connect-port") == str(ORIGIN_PORT)
+    else:
+        scheme = "https" if facts.origin_tls else "http"
+        assert flag(front.argv, "--backend") == f"{scheme}://127.0.0.1:{ORIGIN_PORT}"
+        assert ("--backend-ca" in front.argv) == (len(facts.tls_sessions) == 2)  # re-encrypt verifies the origin
+
+
+def test_an_rsa_origin_and_nginx_plan(pki, tmp_path):
+    origin, _ = plan(pki, tmp_path, "direct-https", "rsa")
+    assert flag(origin.argv, "--cert").endswith("www-rsa.example.test.pem")
+    origin, front = plan(pki, tmp_path, workloads.NGINX)
+    assert "--cert" not in origin.argv  # nginx plays setup 3's proxy: a plain origin behind it
+    assert isinstance(front, NginxPlan) and f"127.0.0.1:{ORIGIN_PORT}" in front.conf
