@@ -27,7 +27,7 @@ The file, in brief (the README documents every key; ``lab/configs/`` has example
     pool = "web"
 
 A pool whose backends are ``https://`` URLs is reached over TLS: that is the
-re-encrypt setup (end-to-end TLS with two sessions).
+re-encrypt setup (hop-by-hop TLS: two sessions, the plaintext in the proxy between them).
 
 A passthrough listener speaks no HTTP to its backends: it splices the client's TLS
 bytes over TCP.  Its pools name backends as plain ``HOST:PORT`` (``127.0.0.1:9445``,
