@@ -66,7 +66,6 @@ TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
     (Phase.AWAIT_RESPONSE, Step.INTERIM): Phase.AWAIT_RESPONSE,
     (Phase.AWAIT_RESPONSE, Step.RETRY): Phase.CONNECT,
     (Phase.AWAIT_RESPONSE, Step.FIRST_BYTE): Phase.RESPOND,
-    (Phase.AWAIT_RESPONSE, Step.END): Phase.DONE,  # a response that fit in one write
     (Phase.RESPOND, Step.END): Phase.DONE,
 }
 

@@ -36,7 +36,7 @@ class ConnState(Enum):
     ACCEPTED = "accepted, not yet served"
     HANDSHAKE = "TLS handshake under way"
     IDLE = "waiting for the next request (keep-alive) or the ClientHello"
-    READING = "part of a request head (or ClientHello) has arrived"
+    READING = "the head clock runs: from accept on a new connection, from a head's first byte after"
     FORWARDING = "a request is in flight to a backend"
     TUNNEL = "relaying opaque bytes (passthrough, CONNECT)"
     DRAINING = "answered an error; reading what the client still sends before closing"
@@ -46,7 +46,7 @@ class ConnState(Enum):
 class ConnEvent(Enum):
     TLS = "TLS listener: handshake"
     READY = "ready for a request"
-    BYTES = "first bytes of a head"
+    BYTES = "a head is due: its clock starts"
     REQUEST = "a whole head: forward it"
     KEEP_ALIVE = "exchange done, connection kept"
     TUNNEL = "tunnel opened"

@@ -244,7 +244,8 @@ class Exchange:
         self.handler = handler
         self.server = handler.server
         self.request = request
-        self.phase = ExchangePhase(Phase.ROUTE)  # READ_HEAD is behind us: the head is here
+        self.phase = ExchangePhase(Phase.READ_HEAD)
+        self.phase.go(Step.HEAD)  # the handler read the head: the exchange starts at ROUTE
         self.status = 0
         self.response_bytes = 0
         self.backend = None
