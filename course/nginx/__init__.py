@@ -34,7 +34,10 @@ Timeouts / Limits                      ``http_block._http_settings`` (each line 
 
 What does not translate, said in the output as comments: active health checks
 (``health.path`` is an nginx Plus feature; open-source nginx only ejects passively),
-the forward proxy, and a few parsing differences (nginx matches locations on the
+the forward proxy, retries (nginx's default ``proxy_next_upstream error timeout`` tries
+the next server after a failed connection or a timeout, where tlsproxy answers 502 and
+retries only a stale kept-alive connection; nginx never ejects the server of a one-server
+group), and a few parsing differences (nginx matches locations on the
 decoded, dot-segment-resolved path; we match the raw request-target).
 
 The file is self-contained: ``nginx -p PREFIX -c FILE`` runs it without reading

@@ -137,6 +137,10 @@ def _http_upstream(w: _Writer, pool: cfg.PoolConfig, config: cfg.Config, options
 def _servers(w: _Writer, pool: cfg.PoolConfig) -> None:
     """``server`` lines: passive health as max_fails/fail_timeout, weights when weighted."""
     health = pool.health
+    w.comment("nginx's default proxy_next_upstream (error timeout) sends a request whose backend\n"
+              "failed to the next server; tlsproxy answers 502 and retries only a stale kept-alive\n"
+              "connection, once, for an idempotent request without a body.  A one-server group is\n"
+              "never ejected by nginx (max_fails is ignored); tlsproxy ejects it and answers 503.")
     if health.path:
         w.comment(f"active checks of {health.path} are an nginx Plus feature (health_check);\n"
                   "open-source nginx only ejects a backend passively, after max_fails failures.")
