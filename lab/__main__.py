@@ -11,7 +11,7 @@ import contextlib
 import io
 import sys
 
-from lab.check import EXERCISES, run
+from lab.check import EXERCISES, LAB, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
             line += f"  {report.passed:2} of {len(report.results)} checks pass"
         print(line.rstrip())
     print("\nCheck one:         python -m lab.check N      (or: make check LAB=N)")
-    print("See the answer:    python -m lab.check N --solution   (lab/solutions/exN.py)")
-    print("Instructors:       lab/INSTRUCTORS.md")
+    if (LAB / "solutions").is_dir():  # not in the student handout
+        print("See the answer:    python -m lab.check N --solution   (lab/solutions/exN.py)")
+    if (LAB / "INSTRUCTORS.md").is_file():
+        print("Instructors:       lab/INSTRUCTORS.md")
+    print("Wireshark:         lab/wireshark/QUESTIONS.md (questions on the bundled captures)")
     print("The lab network:   python -m lab.topology up | down | status   (root; see lab/topology/README.md)")
     return 0
 

@@ -10,7 +10,12 @@ line per check, ✓ or ✗ with a hint.  The exit status is 0 only when every ch
 passes, so ``make check LAB=N`` and CI can use it.
 
 The file is imported under its own module name, so the code under
-``if __name__ == "__main__":`` (each starter's little demo) does not run.
+``if __name__ == "__main__":`` (each starter's little demo) does not run.  Before
+any check runs, the file is read (not run) for calls of the reference
+implementation it is compared with (``lab/checks/delegation.py``).
+
+In the student handout (``python -m lab.handout``) there is no ``lab/solutions``:
+``--solution`` then says so in one line.
 """
 
 from __future__ import annotations
@@ -105,14 +110,32 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--file", help="check this file instead of lab/exN_*/student.py")
     parser.add_argument("--show-output", action="store_true", help="also print what your code printed")
     args = parser.parse_args(argv)
+    if args.solution and not EXERCISES[args.exercise].solution_file.is_file():
+        print("The reference solutions are not part of the student handout (lab/solutions/ stays with the "
+              "instructor).")
+        return 2
+    if not args.file and _installed_copy():
+        print(f"note: this is the installed copy of lab/ ({LAB}), not your handout's; run python -m lab.check "
+              "from your handout folder to check your own student.py files.")
     report = run(args.exercise, args.file, solution=args.solution)
     if args.show_output and report.output:
         print("what your code printed while it was checked:")
         print("".join(f"  | {line}\n" for line in report.output.splitlines()))
     ascii_only = not _can_print("✓✗—")
     for line in report.lines(ascii_only=ascii_only):
-        print(line if not ascii_only else line.replace("—", "-"))
+        print(line if not ascii_only else _ascii(line))
     return 0 if report.all_passed else 1
+
+
+def _ascii(line: str) -> str:
+    """A report line for a terminal that cannot print Unicode (check names cite "RFC 9112 §2.2")."""
+    line = line.replace("—", "-").replace("§", "sec. ")
+    return line.encode("ascii", "replace").decode("ascii")
+
+
+def _installed_copy() -> bool:
+    """Is this ``lab`` the one pip put in site-packages (the starters, not the student's files)?"""
+    return any(part in ("site-packages", "dist-packages") for part in LAB.parts)
 
 
 def _can_print(text: str) -> bool:

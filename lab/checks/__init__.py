@@ -15,7 +15,15 @@ small functions, declared in the order of the README's steps::
 A check *passes* by returning and *fails* by raising ``Fail("what went wrong")``.
 It feeds the student's functions real inputs (byte strings, loopback sockets,
 TLS connections) and compares the answers with what the ``proxy`` package gives for
-the same input, so the package is the answer key and nothing is copied.
+the same input, so the package is the answer key and nothing is copied.  Where the
+RFC leaves a choice (a MAY, or "reject or repair") and the student took the other
+one than the package, the check still passes and returns a note saying so
+(``return "note: ..."``), printed after the ✓.
+
+Because the package is the answer key, a file that calls it instead of doing the
+work would pass everything: each ``Checklist`` names the reference code its
+exercise must not call (``Reference``, ``lab/checks/delegation.py``), and a file
+that uses it is refused in one line before any check runs.
 
 Everything else the student's code may do is caught and explained, one line per
 check (``Result.outcome``):
@@ -28,6 +36,7 @@ crash      the student's code raised something else (the line in their file is s
 timeout    the check ran past its time limit (an endless loop, a ``recv`` that never
            returns); each check runs in its own thread, so one hang does not stop the rest
 broken     an exception that did not come from the student's file: a bug in the checker
+refused    not run: the file hands the exercise to the reference implementation
 =========  ===========================================================================
 
 ``Lab`` is what the checks of one run share: a scratch folder, the demo PKI and
@@ -47,6 +56,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from lab.checks.delegation import Reference, find_delegation
+
+__all__ = ["Background", "Check", "Checklist", "Fail", "Lab", "Reference", "Report", "Result", "need",
+           "not_loaded", "run_checks", "show"]
 
 DEFAULT_TIMEOUT = 10.0  # a guard against endless loops; every check takes well under a second
 
@@ -80,10 +94,11 @@ class Check:
 
 
 class Checklist:
-    """The checks of one exercise, in README order."""
+    """The checks of one exercise, in README order, and the reference code it must not call."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, reference: Reference | None = None) -> None:
         self.title = title
+        self.reference = reference
         self.checks: list[Check] = []
 
     def check(self, step: int, name: str, *, hint: str, timeout: float = DEFAULT_TIMEOUT):
@@ -139,8 +154,8 @@ class Lab:
 @dataclass(frozen=True)
 class Result:
     check: Check
-    outcome: str  # pass | todo | fail | crash | timeout | broken (see the module docstring)
-    detail: str = ""
+    outcome: str  # pass | todo | fail | crash | timeout | broken | refused (see the module docstring)
+    detail: str = ""  # for a pass: an optional note (the RFC's other permitted choice was taken)
 
     @property
     def passed(self) -> bool:
@@ -153,6 +168,7 @@ class Report:
     path: Path
     results: list[Result] = field(default_factory=list)
     load_error: str = ""  # the student's file could not even be imported
+    refused: str = ""  # the file delegates to the reference implementation; no check was run
     output: str = ""  # what the student's code printed while it was checked
 
     @property
@@ -161,17 +177,23 @@ class Report:
 
     @property
     def all_passed(self) -> bool:
-        return not self.load_error and all(r.passed for r in self.results)
+        return not self.load_error and not self.refused and all(r.passed for r in self.results)
 
     def lines(self, *, ascii_only: bool = False) -> list[str]:
         yes, no = ("ok ", "XX ") if ascii_only else ("✓", "✗")
         out = [self.title, f"checking {_display_path(self.path)}", ""]
         if self.load_error:
             out.append(f"  {no} {_display_path(self.path)} loads: {self.load_error}")
+        if self.refused:  # one line, not one per check: none of them ran
+            out.append(f"  {no} {self.refused}")
+            out += ["", f"0 of {len(self.results)} checks run: the file must do the work itself."]
+            return out
         for result in self.results:
             check = result.check
             line = f"  {yes if result.passed else no} step {check.step}: {check.name}"
             if result.outcome == "todo":  # the TODO's own message says what to write
+                line += f" — {result.detail}"
+            elif result.passed and result.detail:  # a note: the RFC's other permitted choice
                 line += f" — {result.detail}"
             elif not result.passed:
                 line += f" — {result.detail} (hint: {check.hint})"
@@ -201,6 +223,12 @@ def _display_path(path: Path) -> str:
 def run_checks(checklist: Checklist, student: ModuleType, path: Path, *, title: str = "") -> Report:
     """Run every check of ``checklist`` against the loaded ``student`` module."""
     report = Report(title or checklist.title, path)
+    delegation = find_delegation(path, checklist.reference)
+    if delegation is not None:
+        report.refused = delegation.message(path, checklist.reference or Reference(forbid=()))
+        report.results = [Result(check, "refused", "not run: the file delegates to the reference")
+                          for check in checklist.checks]
+        return report
     lab = Lab()
     printed = io.StringIO()
     try:
@@ -223,11 +251,11 @@ def not_loaded(checklist: Checklist, path: Path, error: BaseException, *, title:
 
 
 def _run_one(check: Check, student: ModuleType, lab: Lab, path: Path) -> Result:
-    box: dict[str, BaseException] = {}
+    box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            check.function(student, lab)
+            box["note"] = check.function(student, lab)
         except BaseException as error:  # reported below, whatever it is
             box["error"] = error
 
@@ -239,7 +267,8 @@ def _run_one(check: Check, student: ModuleType, lab: Lab, path: Path) -> Result:
                                         "(an endless loop, or a read that never returns?)")
     error = box.get("error")
     if error is None:
-        return Result(check, "pass")
+        note = box.get("note")
+        return Result(check, "pass", note if isinstance(note, str) else "")
     if isinstance(error, Fail):
         return Result(check, "fail", str(error))
     if isinstance(error, NotImplementedError):

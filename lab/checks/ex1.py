@@ -6,19 +6,34 @@ must give the same method, target, version and field lines, or refuse it with a
 ``ProtocolError`` exactly when the proxy does.  The tables stay inside what the
 exercise asks for (no absolute-form targets, no size limits), so where the proxy
 refuses something here, the README has a step that says why.
+
+Where the RFC lets a recipient choose and the proxy takes the strict choice, the
+other permitted answer passes too, with a note (``ALTERNATIVES``):
+
+* a request-line split on runs of whitespace (RFC 9112 §3: recipients MAY);
+* ``HTTP/1.2`` read as HTTP/1.1 (RFC 9110 §6.2: a higher minor version SHOULD be
+  processed as the highest one the recipient implements); the proxy answers 505;
+* a bare LF taken as a line end (RFC 9112 §2.2: MAY); the proxy refuses it;
+* a bare CR, or a NUL in a field value, replaced by SP (RFC 9112 §2.2 and RFC 9110
+  §5.5: "MUST either reject ... or replace ... with SP"); the proxy rejects.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from collections.abc import Callable
 
-from lab.checks import Background, Checklist, Fail, need, show
+from lab.checks import Background, Checklist, Fail, Reference, need, show
 from proxy.errors import ProtocolError
 from proxy.http1 import Request, RequestReader
 from proxy.http1.fields import parse_field_lines
 
-CHECKLIST = Checklist("Parse a request head")
+CHECKLIST = Checklist("Parse a request head", Reference(
+    forbid=("proxy.http1.reader", "proxy.http1.head", "proxy.http1.fields", "proxy.drive"),
+    allow=("proxy.http1.fields.TOKEN", "proxy.http1.fields.TCHAR"),  # README step 2 hands out TOKEN
+    why="the proxy's own HTTP/1.1 parser, the one this exercise asks you to write"))
 check = CHECKLIST.check
 
 
@@ -75,6 +90,82 @@ def same_as_proxy(mine: object, reference: object, case: bytes | str) -> None:
         raise Fail(f"for {show(case, 60)} returned {show(got, 120)}; expected {show(want, 120)}")
 
 
+def same_as_proxy_or_permitted(mine: object, reference: object, case: bytes | str,
+                               permitted: list[tuple[object, str]]) -> str | None:
+    """Like ``same_as_proxy``, but also accept an answer the RFC permits: its note, or None.
+
+    ``permitted`` holds (answer, note) pairs: what a parser that took the RFC's other
+    choice returns for ``case`` (a Request, or a (method, target, version) tuple).
+    """
+    if not permitted:
+        same_as_proxy(mine, reference, case)
+        return None
+    try:
+        same_as_proxy(mine, reference, case)
+        return None
+    except Fail as strict:
+        if not isinstance(mine, ProtocolError):
+            got = as_tuple(mine) if isinstance(mine, Request) else tuple(mine) if isinstance(mine, (list, tuple)) \
+                else mine
+            for answer, note in permitted:
+                if got == (as_tuple(answer) if isinstance(answer, Request) else answer):
+                    return note
+        what = "refusing it" if isinstance(reference, ProtocolError) else show(reference, 60)
+        other = " or ".join(show(as_tuple(a) if isinstance(a, Request) else a, 80) for a, _ in permitted)
+        raise Fail(f"{strict}; the RFC also permits {other} (the proxy's answer: {what})") from None
+
+
+def joined_notes(notes: list[str | None]) -> str | None:
+    """The notes of one check, each once, as one line."""
+    unique = list(dict.fromkeys(note for note in notes if note))
+    return "; ".join([unique[0]] + [note.removeprefix("note: ") for note in unique[1:]]) if unique else None
+
+
+# --------------------------------------------------------------------------- what the RFC also permits
+WHITESPACE = re.compile(r"[ \t\x0b\x0c\r]+")  # RFC 9112 §3: SP, HTAB, VT, FF or bare CR
+
+
+def permitted_request_lines(line: str) -> list[tuple[object, str]]:
+    """The other readings RFC 9112 §3 and RFC 9110 §6.2 allow for a request-line."""
+    readings: list[tuple[object, str]] = []
+    words = WHITESPACE.split(line.strip(" \t\x0b\x0c\r"))
+    if len(words) == 3 and " ".join(words) != line:
+        lenient = reference_head(" ".join(words).encode("latin-1") + b"\r\nHost: x")
+        if isinstance(lenient, Request):
+            readings.append((as_tuple(lenient)[:3], "note: you split the request-line on any whitespace, which "
+                             "RFC 9112 §3 permits (MAY); the proxy accepts single SPs only, because two "
+                             "parsers that split differently are a smuggling pair"))
+    match = re.fullmatch(r"(\S+) (\S+) HTTP/1\.([2-9])", line)
+    if match:
+        method, target = match.group(1), match.group(2)
+        note = ("note: you process HTTP/1.%s as HTTP/1.1, as RFC 9110 §6.2 says a recipient SHOULD; the proxy "
+                "answers 505 instead (its choice, against that SHOULD: no HTTP/1.2 exists, so a client that "
+                "sends one is broken or probing)" % match.group(3))
+        readings += [((method, target, "HTTP/1.1"), note), ((method, target, f"HTTP/1.{match.group(3)}"), note)]
+    return readings
+
+
+def permitted_heads(head: bytes) -> list[tuple[object, str]]:
+    """The other readings RFC 9112 §2.2 and RFC 9110 §5.5 allow for a whole head."""
+    repairs: list[tuple[Callable[[bytes], bytes], str]] = [
+        (lambda h: re.sub(rb"\r?\n", b"\r\n", h),
+         "note: you accept a bare LF as a line end, which RFC 9112 §2.2 permits (MAY); the proxy refuses it, "
+         "a stricter-than-required choice against request smuggling"),
+        (lambda h: re.sub(rb"\r(?!\n)", b" ", h),
+         "note: you replace a bare CR with SP, which RFC 9112 §2.2 permits (\"MUST consider that element to be "
+         "invalid or replace each bare CR with SP\"); the proxy takes the other choice and refuses"),
+        (lambda h: h.replace(b"\x00", b" "),
+         "note: you replace NUL in a field value with SP, which RFC 9110 §5.5 permits (\"MUST either reject "
+         "the message or replace each of those characters with SP\"); the proxy rejects"),
+    ]
+    readings: list[tuple[object, str]] = []
+    for repair, note in repairs:
+        repaired = repair(head)
+        if repaired != head and isinstance(result := reference_head(repaired), Request):
+            readings.append((result, note))
+    return readings
+
+
 # --------------------------------------------------------------------------- the tables
 GOOD_REQUEST_LINES = [
     "GET / HTTP/1.1",
@@ -84,6 +175,9 @@ GOOD_REQUEST_LINES = [
     "PURGE /cache/item HTTP/1.1",  # any token is a method (RFC 9110 §9.1)
 ]
 BAD_REQUEST_LINES = [
+    # The proxy refuses all of these.  The first four are grammar errors that RFC 9112 §3
+    # lets a recipient parse leniently anyway (MAY: whitespace-delimited words), and
+    # HTTP/1.2 is one RFC 9110 §6.2 says SHOULD be read as 1.1: see permitted_request_lines.
     "GET  / HTTP/1.1",  # two spaces: parsers that split on runs of whitespace disagree (§3)
     " GET / HTTP/1.1",
     "GET / HTTP/1.1 ",
@@ -91,8 +185,8 @@ BAD_REQUEST_LINES = [
     "GET /",
     "GET / HTTP/1.1 extra",
     "GET / http/1.1",  # HTTP-name is case-sensitive (RFC 9112 §2.3)
-    "GET / HTTP/2.0",  # HTTP/2 is not this syntax at all
-    "GET / HTTP/1.2",  # not a version this proxy speaks (it answers 505)
+    "GET / HTTP/2.0",  # another major version: another syntax; 505 (RFC 9110 §6.2, §15.6.6)
+    "GET / HTTP/1.2",  # the proxy answers 505; RFC 9110 §6.2 would read it as 1.1
     "G(T / HTTP/1.1",  # "(" is not a tchar
 ]
 GOOD_FIELD_LINES = [
@@ -122,9 +216,11 @@ GOOD_HEADS = [
     b"GET /cafe HTTP/1.1\r\nHost: www.example.test\r\nX-Latin1: caf\xe9",  # obs-text: decode latin-1
 ]
 LINE_ENDING_HEADS = [
+    # RFC 9112 §2.2: a bare LF MAY be taken as a line end; a bare CR MUST make the element
+    # invalid or be replaced by SP.  The proxy refuses both; the other readings pass.
     b"GET / HTTP/1.1\nHost: www.example.test",  # bare LF ends the request-line
     b"GET / HTTP/1.1\r\nHost: www.example.test\nX-Injected: 1",
-    b"GET / HTTP/1.1\r\nHost: www.example.test\rX-Injected: 1",  # bare CR
+    b"GET / HTTP/1.1\r\nHost: www.example.test\r\nX-A: 1\rX-Injected: 1",  # bare CR inside a value
 ]
 HOST_HEADS = [
     b"GET / HTTP/1.1\r\nAccept: */*",  # no Host in HTTP/1.1
@@ -133,7 +229,9 @@ HOST_HEADS = [
     b"GET / HTTP/1.0\r\nHost: a.example.test",  # fine
 ]
 CONTROL_HEADS = [
-    b"GET / HTTP/1.1\r\nHost: www.example.test\r\nX-Nul: a\x00b",
+    b"GET / HTTP/1.1\r\nHost: www.example.test\r\nX-Nul: a\x00b",  # reject, or NUL -> SP (RFC 9110 §5.5)
+    # Other controls are "also invalid" (RFC 9110 §5.5); retaining them is allowed only in
+    # a context no downstream HTTP parser reads, which a proxy's head is not.
     b"GET / HTTP/1.1\r\nHost: www.example.test\r\nX-Escape: \x1b[31m",
     b"GET / HTTP/1.1\r\nHost: www.example.test\r\nContent-Length : 5",  # step 3's rule, inside a head
 ]
@@ -176,14 +274,17 @@ def _(student, lab):
         same_as_proxy(attempt(parse_request_line, line), as_tuple(reference)[:3], line)
 
 
-@check(2, "parse_request_line refuses malformed request-lines with ProtocolError",
-       hint="README step 2: split on ' ' (not on any whitespace), expect 3 non-empty parts, "
-            "a token method (proxy.http1.fields.TOKEN) and HTTP/1.1 or HTTP/1.0")
+@check(2, "parse_request_line refuses malformed request-lines with ProtocolError (or reads them as the RFC permits)",
+       hint="README step 2: 3 non-empty parts, a token method (proxy.http1.fields.TOKEN), HTTP-name in "
+            "capitals; the proxy also refuses extra whitespace and HTTP/1.2, where the RFC would let you choose")
 def _(student, lab):
     parse_request_line = need(student, "parse_request_line")
+    notes = []
     for line in BAD_REQUEST_LINES:
         reference = reference_head(line.encode() + b"\r\nHost: x")
-        same_as_proxy(attempt(parse_request_line, line), reference, line)
+        notes.append(same_as_proxy_or_permitted(attempt(parse_request_line, line), reference, line,
+                                                permitted_request_lines(line)))
+    return joined_notes(notes)
 
 
 # --------------------------------------------------------------------------- step 3
@@ -213,13 +314,15 @@ def _(student, lab):
         same_as_proxy(attempt(parse_request_head, head), reference_head(head), head)
 
 
-@check(4, "parse_request_head refuses a bare LF or a bare CR",
-       hint="RFC 9112 §2.2: lines end in CRLF; a proxy that also ends lines at a bare LF, in "
-            "front of a backend that does not, is a request-smuggling pair")
+@check(4, "parse_request_head handles a bare LF or bare CR as RFC 9112 §2.2 allows",
+       hint="RFC 9112 §2.2: refuse (what the proxy does), or take a bare LF as a line end (MAY) and "
+            "replace a bare CR with SP; never keep a CR or LF inside a field value")
 def _(student, lab):
     parse_request_head = need(student, "parse_request_head")
-    for head in LINE_ENDING_HEADS:
-        same_as_proxy(attempt(parse_request_head, head), reference_head(head), head)
+    notes = [same_as_proxy_or_permitted(attempt(parse_request_head, head), reference_head(head), head,
+                                        permitted_heads(head))
+             for head in LINE_ENDING_HEADS]
+    return joined_notes(notes)
 
 
 @check(4, "parse_request_head wants exactly one Host in HTTP/1.1, at most one in HTTP/1.0",
@@ -231,11 +334,14 @@ def _(student, lab):
 
 
 @check(4, "parse_request_head refuses control characters and bad field lines inside a head",
-       hint="RFC 9110 §5.5: NUL and other controls are 'invalid and dangerous'; use step 3 on every field line")
+       hint="RFC 9110 §5.5: CR, LF and NUL in a value are 'invalid and dangerous' (reject, or replace with SP), "
+            "other controls invalid; use step 3 on every field line")
 def _(student, lab):
     parse_request_head = need(student, "parse_request_head")
-    for head in CONTROL_HEADS:
-        same_as_proxy(attempt(parse_request_head, head), reference_head(head), head)
+    notes = [same_as_proxy_or_permitted(attempt(parse_request_head, head), reference_head(head), head,
+                                        permitted_heads(head) if b"\x00" in head else [])
+             for head in CONTROL_HEADS]
+    return joined_notes(notes)
 
 
 # --------------------------------------------------------------------------- step 5

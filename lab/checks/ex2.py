@@ -3,7 +3,15 @@
 The answer key is ``proxy.http1.forwarding``: ``strip_hop_by_hop`` and
 ``prepare_upstream_request`` applied to the same parsed requests.  The proxy also
 adds X-Forwarded-Proto, X-Forwarded-Host and Via, which the exercise does not ask
-for, so those three are left out of the comparison.  Step 5 is a live round trip:
+for, so those three are left out of the comparison on both sides (a student who
+adds Via, as RFC 9110 §7.6.3 requires of a gateway, passes too).
+
+``Connection: Host`` is the one place where the RFC's sentences pull two ways: an
+intermediary MUST remove every field the Connection header names (RFC 9110 §7.6.1),
+and a client, which the proxy is towards the origin, MUST send Host in every
+HTTP/1.1 request (RFC 9112 §3.2).  The proxy never treats Host as hop-by-hop; a
+student whose steps 1-2 remove it as the first sentence says passes those steps
+(with a note), and step 4 then wants the Host back.  Step 5 is a live round trip:
 ``http.client`` ─▶ ``lab.harness.TinyForwarder`` (with the student's function in it)
 ─▶ ``course.origin.Origin``, which reports the header lines it received.
 """
@@ -13,12 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-from lab.checks import Checklist, Fail, need, show
+from lab.checks import Checklist, Fail, Reference, need, show
 from lab.harness import TinyForwarder, http_request
 from proxy.http1 import HOP_BY_HOP, Headers, Request, RequestReader, prepare_upstream_request, strip_hop_by_hop
 from course.origin import Origin
 
-CHECKLIST = Checklist("Forward with X-Forwarded-For and hop-by-hop stripping")
+CHECKLIST = Checklist("Forward with X-Forwarded-For and hop-by-hop stripping", Reference(
+    forbid=("proxy.http1.forwarding",),
+    allow=("proxy.http1.forwarding.HOP_BY_HOP",),  # the README hands out the list
+    why="the proxy's own forwarding rules (proxy/http1/forwarding.py)"))
 check = CHECKLIST.check
 
 NOT_ASKED = {"x-forwarded-proto", "x-forwarded-host", "via"}  # the proxy adds these too
@@ -49,6 +60,16 @@ CASES: list[tuple[bytes, str]] = [
 ]
 
 
+HOST_NOTE = ("note: you remove Host when Connection names it, as the letter of RFC 9110 §7.6.1 says; the proxy "
+             "never treats Host as hop-by-hop (the client broke a MUST NOT by naming it, and RFC 9112 §3.2 makes the "
+             "proxy send Host anyway): step 4 must still send it")
+
+
+def names_host(headers: Headers) -> bool:
+    """Does the Connection field name Host (which the sender MUST NOT do, RFC 9110 §7.6.1)?"""
+    return "host" in headers.tokens("connection")
+
+
 def by_name(headers) -> dict[str, list[str]]:
     """{lower-cased name: [values in order]}: the order of different names carries no meaning."""
     table: dict[str, list[str]] = {}
@@ -68,10 +89,11 @@ def expect_headers(value: object, what: str) -> Headers:
 
 
 # --------------------------------------------------------------------------- step 1
-@check(1, "hop_by_hop_names lists HOP_BY_HOP and the names in Connection, lower-cased, never Host",
+@check(1, "hop_by_hop_names lists HOP_BY_HOP and the names in Connection, lower-cased",
        hint="RFC 9110 §7.6.1; headers.tokens('connection') gives the Connection list, lower-cased")
 def _(student, lab):
     hop_by_hop_names = need(student, "hop_by_hop_names")
+    note = None
     for head, _ in CASES:
         headers = parse(head).headers
         names = hop_by_hop_names(headers)
@@ -81,10 +103,13 @@ def _(student, lab):
         kept = {name.lower() for name, _ in strip_hop_by_hop(headers)}
         missing = (set(HOP_BY_HOP) | (present - kept)) - names
         wrong = names & kept
+        if names_host(headers) and wrong == {"host"}:
+            wrong, note = set(), HOST_NOTE
         if missing:
             raise Fail(f"for {show(head, 70)} the set lacks {sorted(missing)}")
         if wrong:
             raise Fail(f"for {show(head, 70)} the set has {sorted(wrong)}, which must be forwarded")
+    return note
 
 
 # --------------------------------------------------------------------------- step 2
@@ -92,12 +117,17 @@ def _(student, lab):
        hint="build Headers((name, value) for name, value in headers if name.lower() not in step 1's set)")
 def _(student, lab):
     strip = need(student, "strip_hop_by_hop")
+    note = None
     for head, _ in CASES:
         headers = parse(head).headers
         got = expect_headers(strip(headers), "strip_hop_by_hop")
-        want = strip_hop_by_hop(headers)
-        if list(got) != list(want):
-            raise Fail(f"for {show(head, 60)} kept {show(list(got), 150)}; expected {show(list(want), 150)}")
+        want = list(strip_hop_by_hop(headers))
+        if names_host(headers) and list(got) == [(n, v) for n, v in want if n.lower() != "host"]:
+            note = HOST_NOTE  # the letter of RFC 9110 §7.6.1
+            continue
+        if list(got) != want:
+            raise Fail(f"for {show(head, 60)} kept {show(list(got), 150)}; expected {show(want, 150)}")
+    return note
 
 
 @check(2, "strip_hop_by_hop leaves the Headers it was given unchanged",
@@ -128,7 +158,7 @@ def _(student, lab):
 # --------------------------------------------------------------------------- step 4
 @check(4, "rewrite_for_origin sends what prepare_upstream_request sends (bar X-Forwarded-Proto/Host, Via)",
        hint="step 2's headers, then headers.set('X-Forwarded-For', step 3's value); "
-            "Request(method, target, 'HTTP/1.1', headers)")
+            "Request(method, target, 'HTTP/1.1', headers); Host always goes on (RFC 9112 §3.2)")
 def _(student, lab):
     rewrite = need(student, "rewrite_for_origin")
     for head, client_ip in CASES:
@@ -140,8 +170,11 @@ def _(student, lab):
         if (got.method, got.target, got.version) != (want.method, want.target, want.version):
             raise Fail(f"request-line {got.method} {got.target} {got.version}; "
                        f"expected {want.method} {want.target} {want.version}")
-        mine = by_name(got.headers)
+        mine = {name: values for name, values in by_name(got.headers).items() if name not in NOT_ASKED}
         theirs = {name: values for name, values in by_name(want.headers).items() if name not in NOT_ASKED}
+        if "host" not in mine:
+            raise Fail(f"for {show(head, 50)}: no Host in the request to the origin; a client (the proxy, "
+                       "towards the origin) MUST send Host in every HTTP/1.1 request (RFC 9112 §3.2)")
         if mine != theirs:
             extra = sorted(set(mine) - set(theirs))
             lacking = sorted(set(theirs) - set(mine))

@@ -16,14 +16,16 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 
-from lab.checks import Checklist, Fail, need, show
+from lab.checks import Checklist, Fail, Reference, need, show
 from lab.harness import https_get
 from proxy import balancer
 from proxy import config as cfg
 from course.origin import Origin
 from proxy.server import ProxyServer
 
-CHECKLIST = Checklist("Write a balancer strategy the proxy loads")
+CHECKLIST = Checklist("Write a balancer strategy the proxy loads", Reference(
+    forbid=("proxy.balancer.RoundRobin", "proxy.balancer.LeastConnections", "proxy.balancer.SmoothWeighted"),
+    why="one of the proxy's built-in strategies, where the exercise asks for a new one"))
 check = CHECKLIST.check
 
 WWW = "www.example.test"

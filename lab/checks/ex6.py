@@ -14,13 +14,17 @@ import os
 
 from cryptography.exceptions import InvalidTag
 
-from lab.checks import Checklist, Fail, need, show
+from lab.checks import Checklist, Fail, Reference, need, show
 from lab.harness import record_tls13_exchange
 from proxy.errors import TLSParseError
 from proxy.tls import keyschedule as ks
 from proxy.tls.records import iter_records
 
-CHECKLIST = Checklist("Decrypt one TLS 1.3 record from a capture")
+CHECKLIST = Checklist("Decrypt one TLS 1.3 record from a capture", Reference(
+    forbid=("proxy.tls.keyschedule", "course.capture", "cryptography.hazmat.primitives.kdf"),
+    allow=("proxy.tls.keyschedule.cipher_suite", "proxy.tls.keyschedule.CipherSuite"),  # README: use these
+    why="ready-made key derivation or record decryption (proxy/tls/keyschedule.py, course.capture, "
+        "cryptography's HKDF), where the exercise asks for your own"))
 check = CHECKLIST.check
 
 # RFC 8448 §3 (Simple 1-RTT Handshake, TLS_AES_128_GCM_SHA256): the client handshake

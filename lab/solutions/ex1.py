@@ -31,12 +31,16 @@ def split_head(buffer: bytes) -> tuple[bytes, bytes] | None:
 # Step 2 ------------------------------------------------------------------------------
 def parse_request_line(line: str) -> tuple[str, str, str]:
     """``method SP request-target SP HTTP-version`` (RFC 9112 §3) -> the three parts."""
+    # Single SPs, as the proxy reads it; RFC 9112 §3 would also allow splitting on any
+    # whitespace (MAY), which the checker accepts with a note.
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise ProtocolError(f"request-line is not method SP target SP version: {line[:60]!r}")
     method, target, version = parts
     if not TOKEN.fullmatch(method):
         raise ProtocolError(f"method {method!r} is not a token (RFC 9110 §9.1)")
+    # HTTP/1.2 is refused like the proxy's 505; RFC 9110 §6.2 says a recipient SHOULD read
+    # it as 1.1, and the checker accepts that too.
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise ProtocolError(f"unsupported version {version!r}")
     return method, target, version
@@ -59,6 +63,8 @@ def parse_request_head(head: bytes) -> Request:
     """A whole head (as split_head returns it) -> a proxy.http1.Request."""
     text = head.decode("latin-1")
     lines = text.split("\r\n")
+    # Refusing a bare LF is stricter than RFC 9112 §2.2 (a recipient MAY take it as a line
+    # end); for a bare CR and for NUL the RFC allows refusing or replacing with SP.
     if text.count("\r") != len(lines) - 1 or text.count("\n") != len(lines) - 1:
         raise ProtocolError("bare CR or LF: lines must end in CRLF (RFC 9112 §2.2)")
     if any((c < " " and c not in "\t\r\n") or c == "\x7f" for c in text):

@@ -6,7 +6,12 @@
   check as "not written yet", without a crash of the checker or a timeout.
 * The checks are not toothless: a solution with one typical mistake put back in fails
   the check written for that mistake.
+* The checks are not stricter than the RFCs: where an RFC lets an implementation choose
+  and the proxy takes one choice, a solution that takes the other passes, with a note.
+* A file that hands the exercise to the reference implementation is refused in one line,
+  before any check runs.
 * The command line prints one ✓/✗ line per check and exits 0 only when all pass.
+* INSTRUCTORS.md's grading rubric lists exactly the checks there are.
 
 The checks use real loopback sockets, TLS handshakes, origins and a ProxyServer, so
 this file is an integration test; each checker takes well under 5 seconds.
@@ -108,9 +113,12 @@ def test_every_exercise_has_its_files():
 # (exercise, text in the reference solution, the same line with a typical mistake, the
 #  name of the check that must catch it)
 MISTAKES = [
-    (1, 'parts = line.split(" ")', "parts = line.split()", "refuses malformed request-lines"),
+    # (line.split() instead of line.split(" ") is no longer a mistake: RFC 9112 §3 lets a
+    # recipient split on any whitespace, and the checker accepts it with a note.)
+    (1, 'if version not in ("HTTP/1.1", "HTTP/1.0"):', 'if version.upper() not in ("HTTP/1.1", "HTTP/1.0"):',
+     "refuses malformed request-lines"),
     (1, 'if text.count("\\r") != len(lines) - 1 or text.count("\\n") != len(lines) - 1:', "if False:",
-     "refuses a bare LF or a bare CR"),
+     "bare LF or bare CR"),
     (2, 'named_by_connection = set(headers.tokens("connection"))', "named_by_connection = set()",
      "names in Connection"),
     (2, 'return ", ".join(headers.get_all("x-forwarded-for") + [client_ip])', "return client_ip",
@@ -201,3 +209,190 @@ def test_python_dash_m_lab_lists_the_six_exercises():
     assert result.returncode == 0
     for exercise in EXERCISES.values():
         assert f"lab/{exercise.folder}/" in result.stdout
+
+
+# --------------------------------------------------------------------------- the RFC's other choices pass
+# (exercise, [(text in the reference solution, the same code taking the RFC's other choice)],
+#  {fragment of a check's name: text that check's note must contain})
+PERMITTED = [
+    (1, [
+        ('parts = line.split(" ")', "parts = line.split()"),  # RFC 9112 §3: MAY split on whitespace
+        (r'''    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise ProtocolError(f"unsupported version {version!r}")''', r'''    if re.fullmatch(r"HTTP/1\.[1-9]", version):
+        version = "HTTP/1.1"  # RFC 9110 §6.2: SHOULD be processed as 1.1
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise ProtocolError(f"unsupported version {version!r}")'''),
+        (r'''    text = head.decode("latin-1")
+    lines = text.split("\r\n")''', r'''    text = head.decode("latin-1").replace("\x00", " ")  # RFC 9110 §5.5
+    text = re.sub("\r?\n", "\r\n", text)  # RFC 9112 §2.2: MAY end a line at a bare LF
+    text = re.sub("\r(?!\n)", " ", text)  # RFC 9112 §2.2: a bare CR -> SP
+    lines = text.split("\r\n")'''),
+    ], {"refuses malformed request-lines": "RFC 9110 §6.2", "bare LF or bare CR": "RFC 9112 §2.2 permits (MAY)",
+        "refuses control characters": "RFC 9110 §5.5"}),
+    (2, [
+        ('return (set(HOP_BY_HOP) | named_by_connection) - {"host"}', "return set(HOP_BY_HOP) | named_by_connection"),
+        ('    headers.set("X-Forwarded-For", forwarded_for(request.headers, client_ip))',
+         '''    headers.set("X-Forwarded-For", forwarded_for(request.headers, client_ip))
+    if "host" not in headers:  # RFC 9112 §3.2: a client MUST send Host
+        headers.set("Host", request.headers.get("host"))
+    headers.set("Via", "1.1 lab")  # RFC 9110 §7.6.3: a gateway MUST send Via'''),
+    ], {"hop_by_hop_names lists": "RFC 9110 §7.6.1", "keeps exactly the fields": "RFC 9110 §7.6.1"}),
+    (3, [
+        ('''        if chosen is not None:
+            sslobj.context = chosen
+''', '''        if chosen is not None:
+            sslobj.context = chosen
+        elif server_name is not None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME  # RFC 6066 §3: the other action
+'''),
+    ], {"certificate for the name it sent": "unrecognized_name"}),
+    (5, [
+        ('''    if len(data) >= 2 and data[1] != 3:
+        raise TLSParseError(f"record version major {data[1]}, not 3")''',
+         "    pass  # RFC 8446 §5.1: legacy_record_version MUST be ignored"),
+    ], {"refuses what can never become": "MUST be ignored"}),
+]
+
+
+@pytest.mark.parametrize("number,changes,notes", PERMITTED, ids=[f"ex{p[0]}" for p in PERMITTED])
+def test_the_rfcs_other_permitted_choice_passes_with_a_note(tmp_path, number, changes, notes):
+    source = EXERCISES[number].solution_file.read_text()
+    for right, other in changes:
+        assert source.count(right) == 1, f"the solution no longer contains {right!r}: update PERMITTED"
+        source = source.replace(right, other)
+    variant = tmp_path / f"ex{number}.py"
+    variant.write_text(source)
+    report = lab_check.run(number, variant)
+    assert report.all_passed, failures(report)
+    for fragment, text in notes.items():
+        [result] = [r for r in report.results if fragment in r.check.name]
+        assert result.detail.startswith("note: ") and text in result.detail, (fragment, result.detail)
+
+
+def test_the_reference_solutions_take_the_proxys_choices_and_get_no_note():
+    for number in NUMBERS:
+        noted = [r.check.name for r in lab_check.run(number, solution=True).results if r.detail]
+        assert not noted, (number, noted)
+
+
+# --------------------------------------------------------------------------- delegating to the reference
+# (exercise, code appended to the untouched starter that hands one step to the reference,
+#  the dotted name the refusal must name)
+DELEGATIONS = [
+    (1, r'''
+import proxy.http1 as h1
+
+def parse_request_head(head):
+    reader = h1.RequestReader()
+    reader.feed(head + b"\r\n\r\n")
+    return reader.next_event()
+''', "proxy.http1.RequestReader"),
+    (1, '''
+from proxy.http1.fields import parse_field_lines
+
+def parse_field_line(line):
+    return list(parse_field_lines([line]))[0]
+''', "proxy.http1.fields.parse_field_lines"),
+    (2, '''
+from proxy.http1 import strip_hop_by_hop as reference_strip
+
+def strip_hop_by_hop(headers):
+    return reference_strip(headers)
+''', "proxy.http1.strip_hop_by_hop"),
+    (3, '''
+from proxy.tls import contexts
+
+def make_server_context(by_name):
+    default = by_name[NAMES[0]]
+    default.sni_callback = contexts._sni_callback(default, by_name, {})
+    return default
+''', "proxy.tls.contexts._sni_callback"),
+    (4, '''
+from proxy.balancer import LeastConnections
+
+class RandomTwoChoices(Strategy):
+    def choose(self, candidates):
+        return LeastConnections().choose(candidates)
+''', "proxy.balancer.LeastConnections"),
+    (5, '''
+from proxy.tls.clienthello import ClientHelloReader
+
+def parse_sni(data):
+    reader = ClientHelloReader()
+    reader.feed(data)
+    event = reader.next_event()
+    return event if event is NEED_DATA else event.server_name
+''', "proxy.tls.clienthello.ClientHelloReader"),
+    (6, '''
+from proxy.tls import keyschedule
+
+def hkdf_expand_label(secret, label, context, length, hash_name):
+    suite = keyschedule.cipher_suite("TLS_AES_128_GCM_SHA256")
+    return keyschedule.hkdf_expand_label(secret, label, context, length, suite)
+''', "proxy.tls.keyschedule.hkdf_expand_label"),
+    (6, '''
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+def hkdf_expand_label(secret, label, context, length, hash_name):
+    return HKDFExpand(None, length, b"").derive(secret)
+''', "cryptography.hazmat.primitives.kdf.hkdf.HKDFExpand"),
+    (2, '''
+from lab.solutions.ex2 import *  # the answers themselves
+''', "lab.solutions.ex2"),
+]
+
+
+@pytest.mark.parametrize("number,code,used", DELEGATIONS, ids=[f"ex{d[0]}-{d[2]}" for d in DELEGATIONS])
+def test_a_starter_that_delegates_to_the_reference_is_refused_in_one_line(tmp_path, number, code, used):
+    starter = tmp_path / "student.py"
+    starter.write_text(EXERCISES[number].student_file.read_text() + code)
+    report = lab_check.run(number, starter)
+    assert not report.all_passed and report.passed == 0
+    assert {r.outcome for r in report.results} == {"refused"}, failures(report)
+    assert f"hands the work to {used} " in report.refused, report.refused
+    marked = [line for line in report.lines() if line.startswith("  ")]
+    assert len(marked) == 1 and "student.py line " in marked[0] and "write this part yourself" in marked[0]
+
+
+def test_the_cli_refuses_a_delegating_file_with_exit_status_1(tmp_path):
+    number, code, used = next(d for d in DELEGATIONS if d[0] == 4)
+    starter = tmp_path / "student.py"
+    starter.write_text(EXERCISES[number].student_file.read_text() + code)
+    result = run_cli(str(number), "--file", str(starter))
+    assert result.returncode == 1, result.stdout
+    marked = [line for line in result.stdout.splitlines() if line.startswith("  ✗ ")]
+    assert len(marked) == 1 and used in marked[0], result.stdout
+    assert "0 of 8 checks run" in result.stdout
+
+
+def test_using_the_reference_inside_demo_is_allowed(tmp_path):
+    """A demo may compare with the package; only the exercise's own functions may not use it."""
+    source = EXERCISES[1].solution_file.read_text()
+    assert source.count("def demo() -> None:\n") == 1
+    source = source.replace("def demo() -> None:\n",
+                            "def demo() -> None:\n    from proxy.http1 import RequestReader\n    RequestReader()\n")
+    variant = tmp_path / "ex1.py"
+    variant.write_text(source)
+    report = lab_check.run(1, variant)
+    assert not report.refused and report.all_passed, failures(report)
+
+
+# --------------------------------------------------------------------------- the rubric
+def rubric(exercise: int) -> list[tuple[int, str, int]]:
+    """(step, check name, points) rows of INSTRUCTORS.md's rubric table for ``exercise``."""
+    text = (REPO / "lab" / "INSTRUCTORS.md").read_text()
+    section = text.split(f"### Rubric, exercise {exercise}:", 1)[1].split("\n### ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            rows.append((int(cells[0]), cells[1].strip("`"), int(cells[2])))
+    return rows
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_the_rubric_lists_every_check_once_for_20_points(number):
+    rows = rubric(number)
+    checks = [(c.step, c.name) for c in EXERCISES[number].checklist().checks]
+    assert [(step, name) for step, name, _ in rows] == checks, "INSTRUCTORS.md's rubric is out of date"
+    assert sum(points for *_, points in rows) == 20

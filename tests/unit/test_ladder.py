@@ -12,11 +12,27 @@ pytest.importorskip("scapy")
 pytest.importorskip("matplotlib")
 
 from course.capture.bundle import load_example  # noqa: E402
-from course.capture.ladder import Arrow, draw, ladder_arrows, rows  # noqa: E402
+from course.capture.dissect import RecordView  # noqa: E402
+from course.capture.ladder import (  # noqa: E402
+    Arrow,
+    draw,
+    label_lines,
+    ladder_arrows,
+    notes,
+    record_kind,
+    rows,
+    segment_kind,
+)
 
 
 def flow(arrows, leg, connection=1):
     return [(a.source, a.target, a.label) for a in arrows if a.leg == leg and a.connection == connection]
+
+
+def kinds(arrows, leg="client", connection=1):
+    """{record name: kind} for every record of one connection, and each arrow's own kind."""
+    pieces = {text: kind for a in arrows if (a.leg, a.connection) == (leg, connection) for text, kind in a.pieces}
+    return pieces, [(a.label, a.kind) for a in arrows if (a.leg, a.connection) == (leg, connection)]
 
 
 def test_tls13_terminate_ladder_shows_each_message_between_the_right_hosts():
@@ -63,6 +79,99 @@ def test_resumed_handshake_has_no_certificate():
     assert ("client", "proxy", "ClientHello (PSK)") in second          # it offers the ticket
     assert second[3] == ("proxy", "client", "ServerHello, ChangeCipherSpec, {EncryptedExtensions, Finished}")
     assert not any("Certificate" in label for _, _, label in second)
+
+
+# --------------------------------------------------------------------------- the colour rule
+@pytest.mark.parametrize("view, kind", [
+    (RecordView(0, 517, ("ClientHello",)), "plaintext"),
+    (RecordView(0, 6, ("ChangeCipherSpec",)), "plaintext"),          # RFC 8446 §5: never encrypted
+    (RecordView(0, 98, ("ClientKeyExchange",)), "plaintext"),        # TLS 1.2, before the client's CCS
+    (RecordView(0, 90, ("NewSessionTicket",)), "plaintext"),         # TLS 1.2, before the server's CCS
+    (RecordView(0, 287, ("NewSessionTicket",), protected=True, opened=True, keys="application"), "protected"),
+    (RecordView(0, 74, ("Finished",), protected=True, opened=True, keys="handshake"), "protected"),
+    (RecordView(0, 24, ("Application Data",), protected=True), "protected"),   # seen without keys
+    (RecordView(0, 60, ("POST /x HTTP/1.1",)), "http"),
+], ids=["ClientHello", "CCS", "tls12-ClientKeyExchange", "tls12-ticket", "tls13-ticket", "Finished",
+        "sealed", "http"])
+def test_a_record_is_coloured_by_what_the_wire_protects(view, kind):
+    assert record_kind(view) == kind
+
+
+def test_an_arrow_whose_records_differ_is_mixed_and_tcp_flags_do_not_count():
+    assert segment_kind(["plaintext", "plaintext", "protected"]) == "mixed"
+    assert segment_kind(["tcp", "protected"]) == "protected"
+    assert segment_kind(["tcp"]) == "tcp"
+    assert segment_kind(["http"]) == "http"
+
+
+def test_tls13_plaintext_hellos_and_ccs_are_not_coloured_encrypted():
+    pieces, arrows = kinds(ladder_arrows(load_example("terminate", "1.3")))
+    assert pieces["ClientHello"] == pieces["ServerHello"] == pieces["ChangeCipherSpec"] == "plaintext"
+    assert pieces["{EncryptedExtensions, Certificate, CertificateVerify, Finished}"] == "protected"
+    assert pieces["{Finished}"] == "protected"
+    assert pieces["[NewSessionTicket]"] == "protected"        # a post-handshake message: application keys
+    assert pieces["[Alert(close_notify)]"] == "protected"
+    assert ("ServerHello, ChangeCipherSpec, {EncryptedExtensions, Certificate, CertificateVerify, Finished}",
+            "mixed") in arrows
+    assert ("ClientHello", "plaintext") in arrows and ("RST", "tcp") in arrows
+
+
+def test_tls12_key_exchange_and_ticket_are_plaintext_finished_is_protected():
+    pieces, arrows = kinds(ladder_arrows(load_example("terminate", "1.2")))
+    for name in ("ServerHello", "Certificate", "ServerKeyExchange", "ClientKeyExchange", "ChangeCipherSpec",
+                 "NewSessionTicket"):
+        assert pieces[name] == "plaintext", name
+    assert pieces["[Finished]"] == "protected"
+    assert ("ServerHello, Certificate, ServerKeyExchange, ServerHelloDone", "plaintext") in arrows
+    assert ("NewSessionTicket, ChangeCipherSpec, [Finished]", "mixed") in arrows
+
+
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+def test_colours_are_the_same_with_and_without_the_key_log(tls):
+    """Protection is a property of the wire: the observer's ladder has other names, same colours."""
+    bundle = load_example("terminate", tls)
+    opened, sealed = ladder_arrows(bundle), ladder_arrows(bundle, decrypted=False)
+    assert [a.kind for a in opened] == [a.kind for a in sealed]
+
+
+def test_labels_keep_each_piece_colour_over_two_lines_at_most():
+    parts = (("ServerHello", "plaintext"), ("ChangeCipherSpec", "plaintext"),
+             ("{EncryptedExtensions, Certificate, CertificateVerify, Finished}", "protected"))
+    lines = label_lines(parts)
+    assert len(lines) == 2
+    assert "".join(text for line in lines for text, _ in line).replace(" ", "") == \
+        ", ".join(text for text, _ in parts).replace(" ", "")
+    assert {kind for text, kind in lines[1]} == {"protected"}
+    assert all(len("".join(text for text, _ in line).strip()) <= 64 for line in lines)
+    assert len(label_lines((("x" * 300, "protected"),))) <= 2
+
+
+# --------------------------------------------------------------------------- the end of a connection
+def test_the_rst_is_explained_by_the_close_notify_that_reached_a_closed_socket():
+    arrows = ladder_arrows(load_example("terminate", "1.3"))
+    client = [a.label for a in arrows if a.leg == "client"]
+    # The proxy's close_notify and FIN, then the client's close_notify, answered with RST.
+    assert client[-4:] == ["[Alert(close_notify)]", "FIN", "[Alert(close_notify)]", "RST"]
+    text = " ".join(notes(arrows))
+    assert "RST from the proxy" in text and "close_notify" in text and "RFC 9293 §3.6.1" in text
+    assert "FIN: each side" in text and "backend leg closes last" in text
+
+
+def test_a_fin_sent_twice_is_marked_as_a_retransmission():
+    arrows = ladder_arrows(load_example("terminate", "1.2"))
+    fins = [a for a in arrows if a.leg == "client" and a.source == "client" and a.label.startswith("FIN")]
+    assert [a.label for a in fins] == ["FIN", "FIN (retransmitted)"]
+    assert fins[1].retransmitted and not fins[0].retransmitted
+    assert any("tail-loss probe" in line for line in notes(arrows))
+    assert not any(line.startswith("RST") for line in notes(arrows))     # this capture ends without one
+
+
+def test_the_caption_says_where_the_request_went_among_the_tickets():
+    full = " ".join(notes(ladder_arrows(load_example("terminate", "1.3"))))
+    assert "the request left after them." in full          # this capture: after both tickets
+    resumed = " ".join(notes(ladder_arrows(load_example("terminate", "1.3", resumed=True))))
+    assert "between them on client connection 1" in resumed and "after it on client connection 2" in resumed
+    assert not any("cross" in line for line in notes(ladder_arrows(load_example("terminate", "1.2"))))
 
 
 def test_rows_keep_order_and_stretch_long_gaps_logarithmically():
