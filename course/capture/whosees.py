@@ -146,7 +146,7 @@ def _client_address(dissections: list[Dissection], address: str) -> Cell:
 def _sni(dissections: list[Dissection], server_name: str) -> Cell:
     for d in dissections:
         if d.client_hello is not None and d.client_hello.server_name == server_name:
-            return Cell(True, "ClientHello, always in plaintext")
+            return Cell(True, "ClientHello, in plaintext (without ECH, RFC 9849)")
     return Cell(False)
 
 

@@ -55,9 +55,13 @@ HOP_BY_HOP: frozenset[str] = frozenset(
     }
 )
 
-# Fields a client must not be able to remove by naming them in Connection: Host is
-# needed by the backend to pick a site (RFC 9110 §7.6.1: a connection option must not
-# name a field "intended for all recipients").  Framing fields are re-written anyway.
+# Fields a client must not be able to remove by naming them in Connection.  RFC 9110
+# §7.6.1 forbids a *sender* to name a field "intended for all recipients" as a connection
+# option, and tells an intermediary to remove every field Connection names; a client that
+# names Host anyway is broken or is trying to make the proxy forward a request without
+# one.  Here this proxy departs from the RFC's removal rule and keeps Host: the backend
+# needs it to pick a site.  (nginx removes no Connection-named field at all.)  Framing
+# fields are re-written anyway.
 _PROTECTED = frozenset({"host"})
 
 # What prepare_upstream_request drops and writes itself.
