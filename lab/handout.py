@@ -106,7 +106,9 @@ def build(out: str | Path, *, package: str = DEFAULT_PACKAGE, repo: Path = REPO)
     requirement = with_lab_extra(package)
     (out / "README.md").write_text(STUDENT_README.format(requirement=requirement), encoding="utf-8")
     (out / "Makefile").write_text(STUDENT_MAKEFILE.format(package=package), encoding="utf-8")
-    written += [out / "README.md", out / "Makefile"]
+    # The same pinned versions as the course repository (``make lock`` there refreshes them).
+    shutil.copy2(repo / "constraints.txt", out / "constraints.txt")
+    written += [out / "README.md", out / "Makefile", out / "constraints.txt"]
     leaked = withheld_files(out)
     if leaked:
         shutil.rmtree(out)
@@ -174,7 +176,7 @@ environment in this folder:
 
 ```
 python3 -m venv .venv
-.venv/bin/pip install "{requirement}"
+.venv/bin/pip install -c constraints.txt "{requirement}"
 ```
 
 or, the same: `make venv` (`make venv PACKAGE=...` if your instructor gives you another
@@ -228,7 +230,7 @@ venv: $(VENV)/.installed
 # PACKAGE with the lab extra: NAME[lab], FILE.whl[lab], or NAME[lab] @ URL.
 $(VENV)/.installed:
 \t@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-\t$(PY) -m pip install --quiet "$(shell echo '$(PACKAGE)' | sed 's/ @ /[lab] @ /; t; s/$$/[lab]/')"
+\t$(PY) -m pip install --quiet -c constraints.txt "$(shell echo '$(PACKAGE)' | sed 's/ @ /[lab] @ /; t; s/$$/[lab]/')"
 \t@touch $@
 
 check: $(VENV)/.installed
