@@ -295,7 +295,7 @@ class RawClient:
             self.end = f"tls error: {error}"
             return b""
         if not data:
-            self.end = "close_notify" if isinstance(self.sock, ssl.SSLSocket) else "fin"
+            self.end = "close_notify" if isinstance(self.sock, (ssl.SSLSocket, MemoryTLS)) else "fin"
         self.received += data
         return data
 
@@ -374,29 +374,98 @@ class RawTCPClient(RawClient):
         super().__init__(socket.create_connection(("127.0.0.1", port), timeout=timeout))
 
 
+class MemoryTLS:
+    """A TLS client connection driven through memory buffers (``ssl.SSLObject`` over two
+    ``MemoryBIO``s), with the few socket methods ``RawClient`` calls.
+
+    Why not an ``SSLSocket``: its ``unwrap()`` calls OpenSSL's ``SSL_shutdown`` twice, the
+    second time reading from the socket; a response that arrives between the two calls
+    (the proxy runs in this process and answers as soon as it sees our close_notify) is
+    then an error, APPLICATION_DATA_AFTER_CLOSE_NOTIFY, and the response is lost. Here
+    OpenSSL only ever reads what ``recv`` handed it, so a half-close writes our
+    close_notify and nothing else.
+    """
+
+    def __init__(self, raw: socket.socket, context: ssl.SSLContext, server_name: str):
+        self.raw = raw
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_name)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+            except ssl.SSLError:
+                self._flush()  # our alert (e.g. bad_certificate) goes out, as SSLSocket's would
+                raise
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.outgoing.pending:
+            self.raw.sendall(self.outgoing.read())
+
+    def _fill(self) -> None:
+        data = self.raw.recv(65536)  # TimeoutError and ConnectionResetError reach the caller
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()  # OpenSSL then says whether close_notify came first
+
+    def sendall(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
+
+    def recv(self, size: int) -> bytes:
+        """Like ``SSLSocket.recv`` with ``suppress_ragged_eofs=False``: b"" on the peer's
+        close_notify (SSLZeroReturnError once ours went too), SSLEOFError on a bare EOF."""
+        while True:
+            try:
+                data = self.tls.read(size)
+            except ssl.SSLWantReadError:
+                self._fill()
+                continue
+            self._flush()  # a read may have produced output (e.g. a key update's answer)
+            return data
+
+    def close_write(self) -> None:
+        try:
+            self.tls.unwrap()
+        except ssl.SSLWantReadError:  # the second SSL_shutdown found nothing buffered: expected
+            pass
+        self._flush()
+
+    def version(self) -> str | None:
+        return self.tls.version()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.raw.settimeout(timeout)
+
+    def fileno(self) -> int:  # for select(): bytes OpenSSL already holds are not counted
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class RawTLSClient(RawClient):
-    """TLS, with ``suppress_ragged_eofs=False``: an EOF without close_notify is reported,
-    not turned into an empty read, so ``end`` tells a clean close from a cut."""
+    """TLS, where an EOF without close_notify is reported, not turned into an empty
+    read, so ``end`` tells a clean close from a cut (see ``MemoryTLS``)."""
 
     def __init__(self, port: int, ca: str, server_name: str = "www.example.test", *, timeout: float = READ_TIMEOUT,
                  context: ssl.SSLContext | None = None):
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         context = context or client_context(ca)
-        super().__init__(context.wrap_socket(raw, server_hostname=server_name, suppress_ragged_eofs=False))
+        try:
+            super().__init__(MemoryTLS(raw, context, server_name))
+        except BaseException:
+            raw.close()
+            raise
 
     def close_write(self) -> None:
-        """Send TLS close_notify (our half-close) without waiting for the peer's.
-
-        ``unwrap()`` on a blocking socket would wait for the peer's close_notify;
-        non-blocking, OpenSSL writes ours and stops at "want read", and reading
-        still works afterwards.
-        """
-        self.sock.setblocking(False)
-        try:
-            self.sock.unwrap()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
-        self.sock.settimeout(READ_TIMEOUT)
+        """Send TLS close_notify (our half-close) without waiting for the peer's."""
+        self.sock.close_write()
 
 
 def self_signed_localhost(directory: Path) -> Path:
