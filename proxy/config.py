@@ -55,6 +55,10 @@ from proxy.http1 import Limits as HTTPLimits
 from proxy.policy import ForwardPolicy
 
 MODES = ("terminate", "passthrough", "forward")
+#: threaded: a thread per connection (proxy.server, proxy.acceptors), the design the course starts from;
+#: eventloop: one thread and non-blocking sockets (proxy.eventloop), the same exchange driven by readiness.
+ENGINES = ("threaded", "eventloop")
+EVENTLOOP_MODES = ("terminate", "passthrough")  # what the event loop serves so far
 STRATEGIES = ("round_robin", "least_connections", "weighted")
 
 
@@ -179,6 +183,7 @@ class Config:
     trace: bool = False  # print each TLS handshake as it happens
     admin: Address | None = None  # the status page's listener (keep it on loopback)
     forward_policy: ForwardPolicy = field(default_factory=ForwardPolicy)  # [forward]: see proxy.policy
+    engine: str = "threaded"  # [proxy] engine: "threaded" or "eventloop" (ENGINES)
     extra: dict[str, Any] = field(default_factory=dict)  # sections other modules own
 
     def pool(self, name: str) -> PoolConfig:
@@ -338,7 +343,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
     limits = _dataclass_from(Limits, {k: v for k, v in limits_table.items() if k not in http_keys}, f"{where}: limits", http=http)
 
     proxy_table = data.get("proxy", {})
-    _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace"}, f"{where}: proxy")
+    _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace", "engine"}, f"{where}: proxy")
     config = Config(
         listeners=tuple(listeners),
         pools=tuple(pools),
@@ -349,6 +354,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
         keylog=resolve(proxy_table.get("keylog")),
         backend_keylog=resolve(proxy_table.get("backend_keylog")),
         trace=bool(proxy_table.get("trace", False)),
+        engine=proxy_table.get("engine", "threaded"),
         forward_policy=ForwardPolicy.from_table(data.get("forward", {}), where=f"{where}: forward"),
         admin=_admin_address(data.get("admin", {}), where),
         extra={k: data[k] for k in ("forward", "admin") if k in data},
@@ -387,6 +393,13 @@ def from_flags(
 def validate(config: Config) -> Config:
     if not config.listeners:
         raise ConfigError("no listener: give --listen HOST:PORT or a [[listeners]] table")
+    if config.engine not in ENGINES:
+        raise ConfigError(f"unknown engine {config.engine!r} (one of {', '.join(ENGINES)})")
+    if config.engine == "eventloop":
+        for listener in config.listeners:
+            if listener.mode not in EVENTLOOP_MODES:
+                raise ConfigError(f"listener {listener.listen}: mode {listener.mode!r} is not supported by the "
+                                  f"eventloop engine yet (only {', '.join(EVENTLOOP_MODES)}); use engine threaded")
     for section, table in (("timeouts", config.timeouts), ("limits", config.limits)):
         for f in fields(table):  # zero or negative would crash later, in every connection
             value = getattr(table, f.name)

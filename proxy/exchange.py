@@ -27,11 +27,37 @@ This module is sans-IO: it imports nothing that touches a socket.  The engine th
 drives an exchange (``proxy.modes.terminate``, one thread per connection) moves it with
 ``ExchangePhase.go(event)`` and asks ``recovery(failure)`` what to do when something
 fails; ``course.diagrams`` draws both tables.
+
+The second half of the module holds the exchange's other decisions, the ones that do
+not depend on how it is driven, so that every engine (``proxy.modes.terminate``, a
+thread blocking in each phase; ``proxy.eventloop``, one thread woken by readiness
+events) calls them instead of writing them again::
+
+    decision                              function                 used in phase
+    ------------------------------------  -----------------------  --------------
+    which pool serves the request         route                    ROUTE
+    the SNI a TLS backend is asked for    sni_for_backend          CONNECT
+    the head sent to the backend          upstream_head, via       SEND_REQUEST
+    how a body piece is forwarded         body_bytes               SEND_REQUEST, RESPOND
+    what a backend read failure means     backend_read_failure     AWAIT_RESPONSE, RESPOND
+    may the client send another request   client_keep_alive        RESPOND
+    may the backend connection be reused  backend_reusable         DONE
+    which column of ON_FAILURE            failure_of               any
+    keep, linger or close after an error  after_answer             any
+    the access-log lines                  access_line, error_line  DONE
+
+Values in, values out: nothing here touches a socket, a thread or a clock.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+from proxy import http1
+from proxy.errors import (BadGateway, ClientError, ClientGone, InvalidUpstreamResponse, NotFound, ProtocolError,
+                          ProxyError, ReadError, RequestTimeout, StaleConnection)
+from proxy.http1.framing import BodyKind
+from proxy.routing import normalize_host
 
 
 class Phase(Enum):
@@ -139,3 +165,139 @@ class ExchangePhase:
 def retryable(method: str, has_body: bool, reused_connection: bool) -> bool:
     """May this request go once more, on a fresh connection, after a stale one failed?"""
     return reused_connection and not has_body and method in IDEMPOTENT
+
+
+# =========================================================================== the shared decisions
+# --------------------------------------------------------------------------- ROUTE
+def route(router, request: http1.Request, *, request_done: bool) -> str:
+    """The pool for ``request`` (by Host and path), or NotFound (404).
+
+    The 404 keeps the connection only if the request was read to its end: with a body
+    still coming, the next "request" would start inside it.
+    """
+    host = request.headers.get("host")
+    path = request.target.split("?", 1)[0]
+    pool = router.route(host, path)
+    if pool is None:
+        raise NotFound(f"no route for host {normalize_host(host)!r} and path {path!r}", close=not request_done)
+    return pool
+
+
+def sni_for_backend(pool_config, request: http1.Request) -> str | None:
+    """The server name to send to an https backend, when the pool sends the client's Host.
+
+    None means "the pool's default" (``tls.server_name`` or the backend's host)."""
+    if pool_config.tls.sni_from_host:
+        return normalize_host(request.headers.get("host"))
+    return None
+
+
+# --------------------------------------------------------------------------- SEND_REQUEST
+def via(version: str) -> str:
+    """RFC 9110 §7.6.3: Via names the protocol version of the message *received*."""
+    return f"{version.removeprefix('HTTP/')} tlsproxy"
+
+
+def upstream_head(request: http1.Request, *, client_ip: str, proto: str) -> bytes:
+    """The request head as the backend gets it (``http1.prepare_upstream_request``), in bytes."""
+    upstream = http1.prepare_upstream_request(request, client_ip=client_ip, proto=proto, via=via(request.version))
+    # The proxy answers "Expect: 100-continue" itself (as nginx does) once it has a
+    # backend, so the origin never waits for a 100 it would not know to send.
+    upstream.headers.remove("expect")
+    return http1.serialize_request_head(upstream)
+
+
+def body_bytes(event, *, chunked: bool, headers: http1.Headers | None) -> bytes:
+    """What one body event becomes on the next hop (a ``Data`` or the ``EndOfMessage``).
+
+    A chunked body is re-chunked, never copied raw (RFC 9112 §7.1: a chunk-size trick
+    aimed at the next hop cannot pass), and trailers are filtered (RFC 9110 §6.5.1).
+    ``proxy.drive.pump_body`` applies the same rules in the threaded engine."""
+    if event.__class__ is http1.Data:
+        return http1.encode_chunk(event.data) if chunked else event.data
+    if chunked:
+        return http1.encode_last_chunk(http1.prepare_trailers(event.trailers, headers))
+    return b""
+
+
+# --------------------------------------------------------------------------- reading the backend
+def backend_read_failure(error: Exception, backend_name: str, *, before_head: bool, reused: bool) -> Exception:
+    """What a failed read from the backend (``ReadError`` or ``ProtocolError``) is, as an exchange error.
+
+    Before any byte of the response: a reused connection that closed or reset is
+    *stale* (the backend's keep-alive timeout raced our request), which may be retried;
+    after that it is the backend's failure (502)."""
+    if isinstance(error, ProtocolError):
+        if before_head and reused and isinstance(error, http1.IncompleteMessage):
+            return StaleConnection(str(error))
+        return InvalidUpstreamResponse.of(error, backend_name)
+    if isinstance(error, ReadError) and before_head:
+        return StaleConnection(str(error))
+    return BadGateway(f"backend {backend_name} failed mid-response: {error}")
+
+
+# --------------------------------------------------------------------------- RESPOND
+def client_keep_alive(request: http1.Request, *, request_done: bool, body_mode: str, draining: bool,
+                      requests: int, max_requests: int) -> bool:
+    """May the client connection carry another request after this response?
+
+    Not when the client said close (RFC 9112 §9.3), when its body was not read to the
+    end (the next bytes would be inside it), when the response is close-delimited
+    (RFC 9112 §6.3 rule 8), when the proxy is shutting down, or after
+    ``max_requests_per_connection`` (nginx's ``keepalive_requests``)."""
+    return (http1.client_keep_alive(request) and request_done and body_mode != "close"
+            and not draining and requests < max_requests)
+
+
+def backend_reusable(response: http1.Response, leftover: bytes) -> bool:
+    """May the backend connection carry another request?
+
+    Only if its response was read to its exact end: leftover bytes mean the backend
+    sent more than it framed, and the next client would get them (never answer the
+    wrong client)."""
+    return (response.keep_alive and not leftover
+            and response.framing.kind not in (BodyKind.CLOSE, BodyKind.TUNNEL))
+
+
+# --------------------------------------------------------------------------- failures
+def failure_of(error: BaseException) -> Failure:
+    """Which column of ``ON_FAILURE`` an error belongs to."""
+    if isinstance(error, ClientError):
+        return Failure.CLIENT_BROKE
+    if isinstance(error, ClientGone):
+        return Failure.CLIENT_GONE
+    if isinstance(error, StaleConnection):
+        return Failure.BACKEND_STALE
+    return Failure.BACKEND_FAILED  # UpstreamError
+
+
+def after_answer(recovery: Recovery, error: ProxyError, *, request_done: bool) -> str:
+    """After answering ``error``: "keep" the connection, "linger" then close, or "close".
+
+    The connection is kept only for an ANSWER to a request read to its end whose error
+    does not demand a close (a 404, a 502); a client that may still be sending its
+    body is read from a little longer first (lingering close, see ``linger``)."""
+    if recovery is Recovery.ANSWER and request_done and not error.close:
+        return "keep"
+    return "close" if request_done else "linger"
+
+
+def client_may_still_send(error: BaseException, buffered: int) -> bool:
+    """After a bad head: do bytes past it mean the client may still be sending?
+
+    Not after a 408: that client is slow, and lingering would hand a slowloris more time."""
+    return buffered > 0 and not isinstance(error, RequestTimeout)
+
+
+# --------------------------------------------------------------------------- logging
+def access_line(client: str, request: http1.Request, status: int, response_bytes: int, backend: str,
+                tls_summary: str, seconds: float, outcome: str = "") -> str:
+    """One access-log line for a finished exchange."""
+    note = f" error={outcome!r}" if outcome else ""
+    return (f'{client} "{request.method} {request.target} {request.version}" {status} '
+            f"{response_bytes} backend={backend} {tls_summary} time={seconds * 1000:.1f}ms{note}")
+
+
+def error_line(client: str, error: ProxyError, tls_summary: str) -> str:
+    """The access-log line for a request refused before it became an exchange (a bad head)."""
+    return f"{client} \"-\" {error.status} rejected: {error} {tls_summary}"

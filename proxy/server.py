@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, TextIO
 
 from proxy import config as cfg
@@ -202,6 +202,7 @@ class ProxyServer:
         self.health_checker = None
         self.admin = None  # the status page (proxy.admin), when config.admin is set
         self.hooks: list[Callable[["ProxyServer"], None]] = []  # run at start (e.g. the status page)
+        self.engine = None  # the event loop (proxy.eventloop), when config.engine is "eventloop"
 
     # ------------------------------------------------------------------ setup
     def _server_context(self, listener: cfg.ListenerConfig) -> ssl.SSLContext:
@@ -258,12 +259,11 @@ class ProxyServer:
     def start(self) -> "ProxyServer":
         if not self.listen_sockets:
             self.bind()
-        threading.stack_size(THREAD_STACK_SIZE)
-        for sock, listener in self.listen_sockets:
-            serve = self._connection_server(listener)
-            self.acceptors.append(Acceptors(
-                sock, serve, self.slots, lambda: self.draining, max_threads=self.limits.max_connections + 1,
-                idle_ttl=self.timeouts.worker_idle, name=f"conn-{listener.listen.port or 'any'}").start())
+        if self.config.engine == "eventloop":
+            # By name, as the modes are: the engine is chosen by the configuration.
+            self.engine = importlib.import_module("proxy.eventloop").EventLoopEngine(self).start()
+        else:
+            self._start_connection_threads()
         if any(p.health.path for p in self.config.pools):
             from proxy.health import HealthChecker
 
@@ -279,6 +279,15 @@ class ProxyServer:
         for hook in self.hooks:
             hook(self)
         return self
+
+    def _start_connection_threads(self) -> None:
+        """The threaded engine: a set of connection threads per listener (proxy.acceptors)."""
+        threading.stack_size(THREAD_STACK_SIZE)
+        for sock, listener in self.listen_sockets:
+            serve = self._connection_server(listener)
+            self.acceptors.append(Acceptors(
+                sock, serve, self.slots, lambda: self.draining, max_threads=self.limits.max_connections + 1,
+                idle_ttl=self.timeouts.worker_idle, name=f"conn-{listener.listen.port or 'any'}").start())
 
     # ------------------------------------------------------------------ accepting
     def _connection_server(self, listener: cfg.ListenerConfig) -> Callable[[socket.socket, tuple], None]:
@@ -328,10 +337,18 @@ class ProxyServer:
             conn.sock = tls
             tls.do_handshake()
         except (ssl.SSLError, OSError) as error:
-            self.stats.add(handshake_failures=1)
-            reason = getattr(error, "reason", None) or type(error).__name__
-            self.access_log.write(f"{conn.client} TLS handshake failed: {reason}")
+            self._handshake_failed(conn, error)
             return False
+        self._handshake_done(conn, tls, started)
+        return True
+
+    # The bookkeeping of a handshake, shared with the event loop (proxy.eventloop.engine).
+    def _handshake_failed(self, conn: ClientConnection, error: BaseException) -> None:
+        self.stats.add(handshake_failures=1)
+        reason = getattr(error, "reason", None) or type(error).__name__
+        self.access_log.write(f"{conn.client} TLS handshake failed: {reason}")
+
+    def _handshake_done(self, conn: ClientConnection, tls: ssl.SSLSocket, started: float) -> None:
         conn.handshake_ms = (time.perf_counter() - started) * 1000
         # Record these now: after the peer closes, version() returns None (FACTS.md).
         info = contexts.describe(tls)
@@ -346,7 +363,6 @@ class ProxyServer:
                 self.stats.handshakes_full += 1
             self.stats.tls_versions[conn.tls_version] += 1
             self.stats.ciphers[conn.tls_cipher] += 1
-        return True
 
     # ------------------------------------------------------------------ stopping
     def close_listeners(self) -> None:
@@ -358,13 +374,16 @@ class ProxyServer:
         """Stop accepting, let requests in flight finish, then cut what remains."""
         grace = self.timeouts.shutdown_grace if grace is None else grace
         self.draining = True
-        self.close_listeners()
+        if self.engine is None:
+            self.close_listeners()
         if self.health_checker is not None:
             self.health_checker.stop()
         if self.admin is not None:
             self.admin.stop()
+        if self.engine is not None:  # the event loop does the same from its own thread
+            self.engine.shutdown(grace)
         deadline = time.monotonic() + grace
-        while True:
+        while self.engine is None:
             with self.connections_lock:
                 remaining = list(self.connections)
             for conn in remaining:
@@ -468,6 +487,12 @@ def configure_cli(parser) -> None:
                          help="resolve NAME to IP without DNS (checked by the rules like any DNS answer)")
     parser.add_argument("--admin", metavar="HOST:PORT",
                         help="serve the live status page (HTML and /status.json) here; keep it on loopback")
+    parser.add_argument("--engine", choices=cfg.ENGINES, default=None,
+                        help="how connections are served. threaded (default): a thread per connection, "
+                             "blocking calls with timeouts, code that reads top to bottom (proxy/server.py, "
+                             "proxy/modes/terminate.py). eventloop: one thread, non-blocking sockets and TLS, "
+                             "selectors (epoll) and a timer heap; the same exchange phases driven by readiness "
+                             "events (proxy/eventloop/); terminate and passthrough so far. Overrides [proxy] engine")
 
 
 class _RuleAction(argparse.Action):
@@ -497,8 +522,10 @@ def forward_policy_from_args(args):
 
 
 def config_from_args(args) -> cfg.Config:
+    engine = getattr(args, "engine", None)
     if args.config:
-        return cfg.load(args.config)
+        config = cfg.load(args.config)
+        return config if engine is None else cfg.validate(replace(config, engine=engine))
     if len(args.cert) != len(args.key):
         raise ConfigError("give one --key for every --cert")
     tls = cfg.BackendTLS(ca=args.backend_ca, cert=args.backend_cert, key=args.backend_key,
@@ -509,6 +536,7 @@ def config_from_args(args) -> cfg.Config:
         keylog=args.keylog, backend_keylog=args.backend_keylog, trace=args.trace,
         forward_policy=forward_policy_from_args(args),
         admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
+        engine=engine or "threaded",
     )
 
 

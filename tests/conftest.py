@@ -44,14 +44,32 @@ def origin_factory():
         origin.stop()
 
 
+#: Both engines (``proxy.config.ENGINES``).  A module whose tests run on both says so with
+#: ``engine = both_engines`` (a parametrized fixture that overrides the one below).
+ENGINES = ("threaded", "eventloop")
+
+
 @pytest.fixture
-def proxy_factory(pki):
-    """Start a ProxyServer on 127.0.0.1:0 in this process; stopped after the test."""
+def engine() -> str:
+    """The engine ``proxy_factory`` starts by default: the threaded one, unless a module overrides this."""
+    return "threaded"
+
+
+@pytest.fixture(params=ENGINES)
+def both_engines(request) -> str:
+    """Assign to ``engine`` in a test module (``engine = both_engines``) to run it on every engine."""
+    return request.param
+
+
+@pytest.fixture
+def proxy_factory(pki, engine):
+    """Start a ProxyServer on 127.0.0.1:0 in this process (on the ``engine`` fixture's engine); stopped after the test."""
     started: list[ProxyServer] = []
 
     def start(pools: dict[str, list[str]] | None = None, routes: list[cfg.RouteConfig] | None = None, *,
               mode: str = "terminate", strategy: str = "round_robin", certs=None, timeouts=None, limits=None,
               pool_options: dict | None = None, **options) -> ProxyServer:
+        options.setdefault("engine", engine)
         pools = pools or {}
         pool_options = pool_options or {}
         if certs is None and mode == "terminate":

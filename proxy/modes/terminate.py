@@ -41,38 +41,23 @@ import time
 
 from proxy import http1
 from proxy.drive import next_event, pump_body
-from proxy.errors import (BadGateway, ClientError, ClientGone, ClientProtocolError, GatewayTimeout, InvalidUpstreamResponse, NotFound, ProtocolError, ProxyError, ReadError,
+from proxy.errors import (BadGateway, ClientError, ClientGone, ClientProtocolError, GatewayTimeout, InvalidUpstreamResponse, ProtocolError, ProxyError, ReadError,
                           ReadTimeout, RequestTimeout, StaleConnection, TransportError, UpstreamError, WriteError,
                           WriteTimeout, render_error)
 from proxy.exchange import ON_FAILURE, ExchangePhase, Failure, Phase, Recovery, Step, retryable
+from proxy import exchange as rules  # the decisions every engine shares (the second half of proxy.exchange)
+from proxy.exchange import failure_of, via
 from proxy.http1.framing import BodyKind
 from proxy.lifecycle import ConnEvent
-from proxy.routing import normalize_host
 from proxy.transport import Outbox, Transport
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_BODY, CHUNKED = BodyKind.NONE, BodyKind.CHUNKED
 
 
-def via(version: str) -> str:
-    """RFC 9110 §7.6.3: Via names the protocol version of the message *received*."""
-    return f"{version.removeprefix('HTTP/')} tlsproxy"
-
-
 def handle(server, conn) -> None:
     """Serve requests on ``conn`` until either side closes or a limit is reached."""
     HTTPConnectionHandler(server, conn, proto="https" if conn.tls_version else "http").run()
-
-
-def failure_of(error: BaseException) -> Failure:
-    """Which column of ``ON_FAILURE`` an error belongs to."""
-    if isinstance(error, ClientError):
-        return Failure.CLIENT_BROKE
-    if isinstance(error, ClientGone):
-        return Failure.CLIENT_GONE
-    if isinstance(error, StaleConnection):
-        return Failure.BACKEND_STALE
-    return Failure.BACKEND_FAILED  # UpstreamError
 
 
 class HTTPConnectionHandler:
@@ -139,7 +124,7 @@ class HTTPConnectionHandler:
                 self.log_error(error)
                 # Bytes past a bad head mean the client may still be sending.  Not after a
                 # 408: that client is slow, and lingering would hand a slowloris more time.
-                still_sending = reader.buffered > 0 and not isinstance(error, RequestTimeout)
+                still_sending = rules.client_may_still_send(error, reader.buffered)
                 self.answer(error, recovery, client_may_be_sending=still_sending)
             return None
         if event is http1.ConnectionClosed:
@@ -178,10 +163,11 @@ class HTTPConnectionHandler:
             return False
         # ANSWER or LINGER (a RETRY that was not allowed has become an answer already)
         exchange.status = error.status
-        if recovery is Recovery.ANSWER and exchange.request_done and not error.close:
+        plan = rules.after_answer(recovery, error, request_done=exchange.request_done)
+        if plan == "keep":
             self.send_error(error)
             return True
-        self.answer(error, recovery, client_may_be_sending=not exchange.request_done)
+        self.answer(error, recovery, client_may_be_sending=plan == "linger")
         return False
 
     def answer(self, error: ProxyError, recovery: Recovery, *, client_may_be_sending: bool) -> None:
@@ -226,7 +212,7 @@ class HTTPConnectionHandler:
         self.counted_in, self.counted_out = client.received, client.sent
 
     def log_error(self, error: ProxyError) -> None:
-        self.server.access_log.write(f"{self.conn.client} \"-\" {error.status} rejected: {error} {self.conn.tls_summary()}")
+        self.server.access_log.write(rules.error_line(self.conn.client, error, self.conn.tls_summary()))
         self.server.stats.statuses[error.status] += 1
 
     def client_send(self, data) -> None:
@@ -305,13 +291,7 @@ class Exchange:
         return balancer, balancer.pick()
 
     def route(self) -> str:
-        request = self.request
-        host = request.headers.get("host")
-        path = request.target.split("?", 1)[0]
-        pool = self.server.router.route(host, path)
-        if pool is None:
-            raise NotFound(f"no route for host {normalize_host(host)!r} and path {path!r}", close=not self.request_done)
-        return pool
+        return rules.route(self.server.router, self.request, request_done=self.request_done)
 
     # ------------------------------------------------------------------ CONNECT
     def connect(self, balancer, backend, *, fresh: bool):
@@ -322,20 +302,11 @@ class Exchange:
             raise
 
     def sni_for_backend(self) -> str | None:
-        pool_cfg = self.server.pools_by_name[self.pool_name]
-        if pool_cfg.tls.sni_from_host:
-            return normalize_host(self.request.headers.get("host"))
-        return None
+        return rules.sni_for_backend(self.server.pools_by_name[self.pool_name], self.request)
 
     # ------------------------------------------------------------------ SEND_REQUEST
     def upstream_head(self) -> bytes:
-        request = self.request
-        upstream = http1.prepare_upstream_request(request, client_ip=self.handler.conn.address[0],
-                                                  proto=self.handler.proto, via=via(request.version))
-        # The proxy answers "Expect: 100-continue" itself (as nginx does) once it has a
-        # backend, so the origin never waits for a 100 it would not know to send.
-        upstream.headers.remove("expect")
-        return http1.serialize_request_head(upstream)
+        return rules.upstream_head(self.request, client_ip=self.handler.conn.address[0], proto=self.handler.proto)
 
     def send_request(self, conn, head: bytes) -> None:
         """Send the head, then stream the body from the client as it arrives."""
@@ -398,14 +369,9 @@ class Exchange:
             event = next_event(conn.reader, conn.transport, timeout=timeout)
         except ReadTimeout:
             raise GatewayTimeout(f"backend {self.backend.name} did not answer within {timeout:g}s") from None
-        except ProtocolError as error:
-            if before_head and conn.reused and isinstance(error, http1.IncompleteMessage):
-                raise StaleConnection(str(error)) from None
-            raise InvalidUpstreamResponse.of(error, self.backend.name) from None
-        except ReadError as error:
-            if before_head:
-                raise StaleConnection(str(error)) from None
-            raise BadGateway(f"backend {self.backend.name} failed: {error}") from None
+        except (ProtocolError, ReadError) as error:
+            raise rules.backend_read_failure(error, self.backend.name, before_head=before_head,
+                                             reused=conn.reused) from None
         if event is http1.ConnectionClosed and before_head:
             raise StaleConnection("closed before responding")
         return event
@@ -421,9 +387,9 @@ class Exchange:
         except UpstreamError:
             conn.close()
             raise
-        client_keep_alive = (http1.client_keep_alive(request) and self.request_done and body_mode != "close"
-                             and not server.draining
-                             and handler.conn.requests < server.limits.max_requests_per_connection)
+        client_keep_alive = rules.client_keep_alive(
+            request, request_done=self.request_done, body_mode=body_mode, draining=server.draining,
+            requests=handler.conn.requests, max_requests=server.limits.max_requests_per_connection)
         if not client_keep_alive:
             out.headers.set("Connection", "close")
         self.status = response.status
@@ -434,15 +400,12 @@ class Exchange:
             self.response_bytes = pump_body(conn.reader, conn.transport, timeout, to_client,
                                             chunked=body_mode == "chunked", headers=response.headers)
         # Reading the backend:
-        except ProtocolError as error:
+        except (ProtocolError, ReadError) as error:
             conn.close()
-            raise InvalidUpstreamResponse.of(error, self.backend.name) from None
+            raise rules.backend_read_failure(error, self.backend.name, before_head=False, reused=conn.reused) from None
         except ReadTimeout:
             conn.close()
             raise GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s") from None
-        except ReadError as error:
-            conn.close()
-            raise BadGateway(f"backend {self.backend.name} failed mid-response: {error}") from None
         # Writing to the client:
         except (WriteTimeout, WriteError):
             conn.close()
@@ -451,7 +414,7 @@ class Exchange:
         # Leftover bytes after the response mean the backend sent more than it framed:
         # that connection can never be trusted with another request.
         leftover = conn.reader.take_buffered()
-        reusable = response.keep_alive and not leftover and response.framing.kind not in (BodyKind.CLOSE, BodyKind.TUNNEL)
+        reusable = rules.backend_reusable(response, leftover)
         if reusable:
             server.backend_pool.remember_session(conn)
         server.backend_pool.release(conn, reusable=reusable)
@@ -470,9 +433,6 @@ class Exchange:
         if not self.server.access_log.enabled:
             return  # `--access-log off`: do not even build the line
         backend = self.backend.name if self.backend else "-"
-        note = f" error={self.outcome!r}" if self.outcome else ""
-        self.server.access_log.write(
-            f'{handler.conn.client} "{request.method} {request.target} {request.version}" {status} '
-            f"{self.response_bytes} backend={backend} {handler.conn.tls_summary()} time={seconds * 1000:.1f}ms{note}"
-        )
+        self.server.access_log.write(rules.access_line(handler.conn.client, request, status, self.response_bytes,
+                                                       backend, handler.conn.tls_summary(), seconds, self.outcome))
 

@@ -33,6 +33,9 @@ import pytest
 from proxy import config as cfg
 from tests.fakes import FakeBackend, RawTLSClient, refused_port, unaccepting_listener
 from tests.processes import wait_until
+from tests.conftest import both_engines
+
+engine = both_engines  # every test here runs on both engines (tests/conftest.py)
 
 
 def get(client: RawTLSClient, path: str = "x", method: str = "GET"):

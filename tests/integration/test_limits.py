@@ -21,7 +21,10 @@ from proxy import config as cfg
 from proxy.errors import ConfigError
 from proxy.http1 import Limits as HTTPLimits
 from proxy.server import ProxyServer
+from tests.conftest import both_engines
 from tests.fakes import RawTLSClient
+
+engine = both_engines  # every limit is checked on both engines ([proxy] engine in the TOML below)
 
 HOST = b"Host: www.example.test\r\n"
 
@@ -48,14 +51,15 @@ backends = ["{backend}"]
 
 
 @pytest.fixture
-def from_toml(pki, origin_factory, tmp_path):
+def from_toml(pki, origin_factory, tmp_path, engine):
     """Start a proxy from a TOML file whose [timeouts] and [limits] are given as text."""
     origin = origin_factory("web")
     started: list[ProxyServer] = []
 
     def start(*, timeouts: str = "", limits: str = "") -> ProxyServer:
         path = write_config(tmp_path / f"limits-{len(started)}.toml", pki, origin.url, timeouts=timeouts,
-                            limits=limits, extra=f"\n[proxy]\naccess_log = \"{tmp_path / 'access.log'}\"\n")
+                            limits=limits, extra=f"\n[proxy]\naccess_log = \"{tmp_path / 'access.log'}\"\n"
+                                                 f"engine = \"{engine}\"\n")
         server = ProxyServer(cfg.load(path)).bind().start()
         server.port = server.addresses[0][1]
         started.append(server)

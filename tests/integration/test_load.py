@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -26,11 +27,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import both_engines
 from tests.fakes import RawTLSClient, client_context
 from tests.processes import origin_process, proxy_config, raise_open_files_limit, serve_process, wait_until
 
 WWW = "www.example.test"
 HELD = 1000
+
+engine = both_engines  # every test here runs on both engines (tests/conftest.py)
+
+
+def on_engine(config: str, engine: str) -> str:
+    """``proxy_config``'s TOML (which ends in its [proxy] table) with the engine chosen."""
+    return config + f'engine = "{engine}"\n'
 CLIENTS, REQUESTS = 50, 10_000
 
 
@@ -48,10 +57,11 @@ def echo(client: RawTLSClient, request_id: str) -> None:
     assert json.loads(response.body)["request_id"] == request_id
 
 
-def test_thousand_keep_alive_tls_connections_are_held_and_all_still_work(origin, pki, tmp_path):
+def test_thousand_keep_alive_tls_connections_are_held_and_all_still_work(origin, pki, tmp_path, engine):
     if not raise_open_files_limit(4 * HELD):
         pytest.skip(f"RLIMIT_NOFILE's hard limit is below {4 * HELD}: cannot hold {HELD} connections")
-    config = proxy_config(pki, origin.port, tmp_path, timeouts="worker_idle = 1.0", limits=f"max_connections = {HELD + 100}")
+    config = on_engine(proxy_config(pki, origin.port, tmp_path, timeouts="worker_idle = 1.0",
+                                    limits=f"max_connections = {HELD + 100}"), engine)
     with serve_process(config, tmp_path) as proxy:
         context = client_context(pki.ca)
         with RawTLSClient(proxy.port, pki.ca, context=context) as warm:
@@ -65,8 +75,13 @@ def test_thousand_keep_alive_tls_connections_are_held_and_all_still_work(origin,
             clients = [c for batch in pool.map(open_some, [HELD // 8] * 8) for c in batch]
         try:
             assert len(clients) == HELD
-            # Every connection has its own thread in the proxy, all at once.
-            assert wait_until(lambda: proxy.threads() >= HELD, 10), proxy.threads()
+            if engine == "threaded":
+                # Every connection has its own thread in the proxy, all at once.
+                assert wait_until(lambda: proxy.threads() >= HELD, 10), proxy.threads()
+            else:
+                # The event loop holds every one of them on its one thread.
+                assert wait_until(lambda: len(os.listdir(f"/proc/{proxy.pid}/fd")) >= HELD, 10), "not all held"
+                assert proxy.threads() <= baseline, f"{proxy.threads()} threads, baseline {baseline}"
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda pair: echo(pair[1], f"held-{pair[0]}"), enumerate(clients)))
         finally:
@@ -76,8 +91,8 @@ def test_thousand_keep_alive_tls_connections_are_held_and_all_still_work(origin,
             f"{proxy.threads()} threads after the clients left, baseline {baseline}"
 
 
-def test_ten_thousand_requests_each_get_their_own_response(origin, pki, tmp_path):
-    config = proxy_config(pki, origin.port, tmp_path)
+def test_ten_thousand_requests_each_get_their_own_response(origin, pki, tmp_path, engine):
+    config = on_engine(proxy_config(pki, origin.port, tmp_path), engine)
     with serve_process(config, tmp_path) as proxy:
         context = client_context(pki.ca)
         run = uuid.uuid4().hex[:8]
@@ -112,10 +127,10 @@ def test_ten_thousand_requests_each_get_their_own_response(origin, pki, tmp_path
         assert len(logged) == REQUESTS and all('" 200 ' in line for line in logged)
 
 
-def test_graceful_shutdown_under_load(origin, pki, tmp_path):
+def test_graceful_shutdown_under_load(origin, pki, tmp_path, engine):
     grace = 6.0
     delay = 2.5
-    config = proxy_config(pki, origin.port, tmp_path, timeouts=f"shutdown_grace = {grace}")
+    config = on_engine(proxy_config(pki, origin.port, tmp_path, timeouts=f"shutdown_grace = {grace}"), engine)
     with serve_process(config, tmp_path) as proxy:
         context = client_context(pki.ca)
         in_flight: list = []

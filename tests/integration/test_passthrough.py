@@ -16,8 +16,10 @@ import pytest
 
 from proxy import config as cfg
 from proxy.tls.clienthello import unrecognized_name_alert
-from tests.conftest import API, REPO, WWW, client_context, tls_connect, tlsproxy, wait_for_port
+from tests.conftest import API, REPO, WWW, both_engines, client_context, tls_connect, tlsproxy, wait_for_port
 from tests.tools import require_tool
+
+engine = both_engines  # every test here runs on both engines (tests/conftest.py)
 
 FIXTURES = REPO / "tests" / "fixtures" / "clienthello"
 ROUTES = [cfg.RouteConfig("www", sni=WWW), cfg.RouteConfig("api", sni=API)]
@@ -240,9 +242,10 @@ def test_a_dead_backend_is_skipped_and_marked_down(pki, tls_origins, proxy_facto
     assert not dead_backend.available() and "refused" in dead_backend.last_error.lower()
 
 
-def test_cli_serve_mode_passthrough(pki, tls_origins):
+def test_cli_serve_mode_passthrough(pki, tls_origins, engine):
     www, _ = tls_origins
-    process = tlsproxy("serve", "--mode", "passthrough", "--listen", "127.0.0.1:0", "--backend", www.url)
+    process = tlsproxy("serve", "--engine", engine, "--mode", "passthrough", "--listen", "127.0.0.1:0",
+                       "--backend", www.url)
     try:
         line = ""
         deadline = time.monotonic() + 15

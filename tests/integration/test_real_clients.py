@@ -9,16 +9,19 @@ import subprocess
 
 import pytest
 
-from tests.conftest import API, WWW, free_port, tlsproxy, wait_for_port
+from tests.conftest import API, WWW, both_engines, free_port, tlsproxy, wait_for_port
 from tests.tools import require_tool
 
 
+engine = both_engines  # every test of `served` runs on both engines (--engine)
+
+
 @pytest.fixture
-def served(pki, origin_factory):
+def served(pki, origin_factory, engine):
     """`tlsproxy serve` in its own process with two certificates and two origins."""
     a, b = origin_factory("a"), origin_factory("b")
     port = free_port()
-    proc = tlsproxy("serve", "--listen", f"127.0.0.1:{port}",
+    proc = tlsproxy("serve", "--engine", engine, "--listen", f"127.0.0.1:{port}",
                     "--cert", str(pki.files(WWW)[0]), "--key", str(pki.files(WWW)[1]),
                     "--cert", str(pki.files(API)[0]), "--key", str(pki.files(API)[1]),
                     "--backend", a.url, "--backend", b.url)

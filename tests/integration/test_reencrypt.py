@@ -15,6 +15,9 @@ from proxy import config as cfg
 from proxy.pki import ensure_demo_certs
 from tests.conftest import WWW, client_context, tls_connect, tlsproxy, wait_for_port
 from tests.tools import require_tool
+from tests.conftest import both_engines
+
+engine = both_engines  # every test here runs on both engines (tests/conftest.py)
 
 ORIGIN_NAME = "origin.example.test"  # its certificate also names 127.0.0.1, ::1 and localhost
 

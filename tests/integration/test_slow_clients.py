@@ -35,6 +35,9 @@ import pytest
 from proxy import config as cfg
 from tests.fakes import RawTLSClient, client_context
 from tests.processes import wait_until
+from tests.conftest import both_engines
+
+engine = both_engines  # every test here runs on both engines (tests/conftest.py)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "clienthello"
 HEAD = b"GET /echo-id HTTP/1.1\r\nHost: www.example.test\r\nX-Request-Id: slow\r\n\r\n"

@@ -13,6 +13,9 @@ from proxy import config as cfg
 from proxy.pki import spki_sha256_base64
 from tests.conftest import WWW, tls_connect
 from tests.tools import require_tool
+from tests.conftest import both_engines
+
+engine = both_engines  # every test here runs on both engines (tests/conftest.py)
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

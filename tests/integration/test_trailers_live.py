@@ -44,6 +44,9 @@ from proxy import config as cfg
 from tests.conftest import WWW, tls_connect
 from tests.fakes import FakeBackend
 from tests.vectors.trailer_vectors import TRAILER_VECTORS, TrailerVector
+from tests.conftest import both_engines
+
+engine = both_engines  # every test here runs on both engines (tests/conftest.py)
 
 CHUNKS = (b"hello", b", ", b"trailers")
 BODY = b"".join(CHUNKS)

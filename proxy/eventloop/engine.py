@@ -1,0 +1,225 @@
+"""The event-loop engine: listeners, non-blocking TLS handshakes, the connection limit, graceful shutdown.
+
+Theory of operation
+-------------------
+This is the event loop's ``proxy.server`` + ``proxy.acceptors``.  ``ProxyServer`` still
+owns everything the engines share (listening sockets, configuration, router,
+balancers, stats, access log, status page, health checks); when its configuration says
+``engine = "eventloop"`` it starts this instead of connection threads::
+
+    listener readable ──accept() until EAGAIN──▶ Handshake ──do_handshake() until done──▶ HTTPSession
+         (at max_connections the listeners are                 (SSLWantRead/Write:        (proxy.eventloop.session)
+          no longer watched: the backlog waits)                  wait for that event)
+
+**Accepting.**  A readable listening socket has connections queued; ``accept`` is
+called until it says EAGAIN.  At ``max_connections`` the listeners are taken out of
+the selector, so new clients wait in the kernel's backlog exactly as they do for the
+threaded engine when every slot is taken, and put back when a connection ends.
+
+**The TLS handshake without blocking.**  ``wrap_socket(do_handshake_on_connect=False)``
+on a non-blocking socket, then ``do_handshake()`` whenever the socket is ready: it
+raises ``SSLWantReadError`` (the client's next flight has not arrived) or
+``SSLWantWriteError`` (our flight did not fit in the socket buffer) until it completes.
+One timer (``handshake`` seconds) bounds it, so a client trickling its ClientHello
+byte by byte is cut like in the threaded engine.
+
+**Graceful shutdown** follows ``proxy.lifecycle.CUT_AT_SHUTDOWN`` as the threaded engine
+does: the listeners close, connections with nothing in flight (handshaking, idle,
+half a head) close at once, exchanges in flight finish (their responses say
+``Connection: close``), and at the end of the grace period whatever remains is cut.
+``shutdown`` is called from another thread (a test, ``serve_forever``): it hands the
+work to the loop with ``call_soon_threadsafe`` and waits for the loop thread to end.
+
+Only the loop thread touches sockets.  The active health checks keep their own thread
+(``proxy.health``, blocking probes through the shared ``ConnectionPool``), and the
+status page its own server; both read state that is already guarded by locks.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+from proxy.eventloop.backends import LoopPool
+from proxy.eventloop.loop import READ, WRITE, EventLoop
+from proxy.eventloop.session import HTTPSession
+from proxy.eventloop.stream import Stream
+from proxy.eventloop.tunnel import PassthroughSession
+from proxy.lifecycle import CUT_AT_SHUTDOWN, ConnEvent
+from proxy.transport import close_quietly
+
+ACCEPT_BATCH = 64  # connections accepted per readiness event, at most (fairness to the others)
+
+
+class Listener:
+    """A listening socket in the selector: readable means connections are queued."""
+
+    def __init__(self, engine: "EventLoopEngine", sock: socket.socket, config) -> None:
+        self.engine, self.sock, self.config = engine, sock, config
+        self.context = engine.server.tls_contexts.get(id(config))
+
+    def handle_events(self, mask: int) -> None:
+        engine = self.engine
+        for _ in range(ACCEPT_BATCH):
+            if engine.at_limit():
+                return
+            try:
+                sock, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # EMFILE, ECONNABORTED: try again on the next event
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            engine.accepted(sock, address, self)
+
+
+class Handshake:
+    """The client leg's TLS handshake, one readiness event at a time."""
+
+    def __init__(self, engine: "EventLoopEngine", conn, context: ssl.SSLContext) -> None:
+        self.engine = engine
+        self.conn = conn
+        self.started = time.perf_counter()
+        conn.life.go(ConnEvent.TLS)
+        conn.sock.setblocking(False)
+        conn.sock = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+        timeout = engine.server.timeouts.handshake
+        self.timer = engine.loop.call_later(timeout, lambda: self.failed(TimeoutError("handshake timed out")))
+
+    def handle_events(self, mask: int = 0) -> None:
+        loop, sock = self.engine.loop, self.conn.sock
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return loop.watch(sock, READ, self)
+        except ssl.SSLWantWriteError:
+            return loop.watch(sock, WRITE, self)
+        except (ssl.SSLError, OSError) as error:
+            return self.failed(error)
+        self.timer.cancel()
+        loop.forget(sock)  # the Stream registers it again, with its own interest
+        self.engine.handshakes.discard(self)
+        self.engine.server._handshake_done(self.conn, sock, self.started)
+        self.engine.serve(self.conn)
+
+    def failed(self, error: BaseException) -> None:
+        self.timer.cancel()
+        self.engine.server._handshake_failed(self.conn, error)
+        self.engine.loop.forget(self.conn.sock)
+        self.engine.handshakes.discard(self)
+        self.engine.release(self.conn)
+
+
+class EventLoopEngine:
+    """One thread, one selector, every connection (see the module docstring)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.loop = EventLoop()
+        self.pool = LoopPool(self.loop, server.backend_pool)
+        self.listeners: list[Listener] = []
+        self.sessions: set[HTTPSession] = set()
+        self.handshakes: set[Handshake] = set()
+        self.active = 0
+        self.listening = False
+        self.deadline: float | None = None  # of the graceful shutdown
+
+    # ------------------------------------------------------------------ starting
+    def start(self) -> "EventLoopEngine":
+        for sock, config in self.server.listen_sockets:
+            sock.setblocking(False)
+            if hasattr(socket, "TCP_DEFER_ACCEPT"):  # as in proxy.acceptors: wake only once bytes are there
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+            self.listeners.append(Listener(self, sock, config))
+        self.watch_listeners(True)
+        self.loop.call_later(1.0, self.tick)
+        self.loop.start_thread(name="eventloop")
+        return self
+
+    def watch_listeners(self, on: bool) -> None:
+        if on != self.listening:
+            self.listening = on
+            for listener in self.listeners:
+                self.loop.watch(listener.sock, READ if on else 0, listener)
+
+    def tick(self) -> None:
+        """Once a second: expire idle backend connections."""
+        self.pool.expire()
+        self.loop.call_later(1.0, self.tick)
+
+    # ------------------------------------------------------------------ connections
+    def at_limit(self) -> bool:
+        if self.active >= self.server.limits.max_connections:
+            self.watch_listeners(False)  # the kernel's backlog holds the next clients
+            return True
+        return False
+
+    def accepted(self, sock: socket.socket, address, listener: Listener) -> None:
+        from proxy.server import ClientConnection  # here: proxy.server starts this engine
+
+        conn = ClientConnection(sock, address, listener.config)
+        self.active += 1
+        with self.server.connections_lock:
+            self.server.connections.add(conn)
+        self.server.stats.add(connections_total=1, connections_active=1)
+        if listener.context is None:
+            return self.serve(conn)
+        handshake = Handshake(self, conn, listener.context)
+        self.handshakes.add(handshake)
+        handshake.handle_events()
+
+    def serve(self, conn) -> None:
+        conn.life.go(ConnEvent.READY)
+        stream = Stream(self.loop, conn.sock)
+        if conn.listener.mode == "passthrough":
+            session = PassthroughSession(self, conn, stream)
+        else:
+            session = HTTPSession(self, conn, stream, proto="https" if conn.tls_version else "http")
+        self.sessions.add(session)
+        session.start()
+
+    def connection_closed(self, session: HTTPSession) -> None:
+        self.sessions.discard(session)
+        self.release(session.conn)
+
+    def release(self, conn) -> None:
+        """A connection ended (the session closed its socket, or a handshake failed)."""
+        if conn.state.name != "CLOSED":
+            conn.life.go(ConnEvent.CLOSE)
+        close_quietly(conn.sock)
+        with self.server.connections_lock:
+            self.server.connections.discard(conn)
+        self.server.stats.add(connections_active=-1)
+        self.active -= 1
+        if self.deadline is None:
+            self.watch_listeners(True)  # below the limit again
+        elif not self.sessions and not self.handshakes:
+            self.loop.stop()  # shutting down, and the last connection is gone
+
+    # ------------------------------------------------------------------ stopping
+    def shutdown(self, grace: float) -> None:
+        """From any thread: stop accepting, let exchanges finish for ``grace`` seconds, then cut."""
+        self.loop.call_soon_threadsafe(lambda: self._begin_shutdown(grace))
+        if self.loop.thread is not None:
+            self.loop.thread.join(grace + 2.0)
+
+    def _begin_shutdown(self, grace: float) -> None:
+        self.deadline = time.monotonic() + grace
+        self.watch_listeners(False)
+        for listener in self.listeners:
+            close_quietly(listener.sock)
+        self._cut(lambda conn: conn.state in CUT_AT_SHUTDOWN)
+        self.loop.call_at(self.deadline, lambda: self._cut(lambda conn: True))
+        if not self.sessions and not self.handshakes:
+            self.loop.stop()
+
+    def _cut(self, which) -> None:
+        for handshake in list(self.handshakes):
+            handshake.failed(ConnectionAbortedError("shutting down"))
+        for session in list(self.sessions):
+            if which(session.conn):
+                session.cut()
+        self.pool.close_idle()
+        if not self.sessions:
+            self.loop.stop()
