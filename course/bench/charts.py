@@ -7,10 +7,14 @@ can be redrawn from a saved file without measuring again: ``draw_all(json.load(f
 out)``):
 
 =====================  ===============================================================
-``offload``            CPU per request stacked by component, origin below, proxy above,
-                       one bar per setup (the client is excluded): the offload chart.
-                       In setup 3 the origin's part shrinks to plain HTTP; the proxy's
-                       part is what the TLS cost moved to.
+``offload``            top row: CPU per request stacked by component, origin below, proxy
+                       above, one bar per setup (the client is excluded).  In setup 3
+                       the origin's part shrinks to plain HTTP; the proxy's part is what
+                       the TLS cost moved to.  Bottom row: the origin's drop taken apart
+                       (``course.bench.offload``), new connection and keep-alive, as a
+                       waterfall 2 direct-https -> 1 direct-http (what TLS costs the
+                       origin) and 3 terminate-unpooled -> 3 terminate (what pooling
+                       saves it), each step labelled with its measured value.
 ``origin_cpu``         the origin's CPU per request across setups, per workload: who pays
                        for TLS when the proxy does not terminate it.
 ``handshakes``         CPU per new connection of whoever terminates the client's TLS:
@@ -39,14 +43,19 @@ import matplotlib.ticker  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from course.bench import offload as split  # noqa: E402
 from course.bench.setups import ORIGIN_TERMINATES, PROXY_TERMINATES  # noqa: E402
-from course.bench.workloads import ALL, BY_NAME, TLS_SETUPS  # noqa: E402
+from course.bench.variants import ORDER, VARIANTS, order  # noqa: E402
+from course.bench.workloads import BY_NAME, TLS_SETUPS  # noqa: E402
 from course.setups import BY_NAME as SETUP_FACTS, SETUPS  # noqa: E402
 
 COLORS = {"origin": "#4C72B0", "proxy": "#DD8452", "nginx": "#55A868", "floor": "#8C8C8C",
-          "met": "#55A868", "missed": "#C44E52", "info": "#8C8C8C"}
+          "met": "#55A868", "missed": "#C44E52", "info": "#8C8C8C", "tls": "#C44E52", "pooling": "#8172B3"}
 LABELS = {s.name: f"{s.number} {s.name}" for s in SETUPS}
 LABELS["nginx"] = "nginx (ref.)"
+for _variant in VARIANTS:  # bench-only: "3 terminate-unpooled", "nginx-unpooled (ref.)"
+    LABELS[_variant.name] = (f"{SETUP_FACTS[_variant.base].number} {_variant.name}" if _variant.base in SETUP_FACTS
+                             else f"{_variant.name} (ref.)")
 HANDSHAKE_VARIANTS = (  # (workload, label)
     ("newconn", "1.3 ECDSA full"), ("newconn-resumed", "1.3 resumed"), ("newconn-rsa", "1.3 RSA full"),
     ("newconn-tls12", "1.2 ECDSA full"), ("newconn-tls12-resumed", "1.2 resumed"),
@@ -56,7 +65,7 @@ HANDSHAKE_VARIANTS = (  # (workload, label)
 
 def _rows(document: dict, workload: str, client: str = "loadgen") -> list[dict]:
     rows = [r for r in document["summary"] if r["workload"] == workload and r["client"] == client]
-    return sorted(rows, key=lambda r: ALL.index(r["setup"]) if r["setup"] in ALL else 99)
+    return sorted(rows, key=lambda r: order(r["setup"]))
 
 
 def _footer(fig, document: dict) -> None:
@@ -89,8 +98,26 @@ def _save(fig, out: Path, name: str, document: dict) -> list[Path]:
 # --------------------------------------------------------------------------- the offload chart
 def offload(document: dict, out: Path) -> list[Path]:
     workloads = [w for w in ("keepalive-1k", "newconn", "bulk-1m") if _rows(document, w)] or ["keepalive-1k"]
-    fig, axes = plt.subplots(1, len(workloads), figsize=(5.2 * len(workloads), 4.6), squeeze=False)
-    for ax, workload in zip(axes[0], workloads):
+    # Recomputed from the summary and the rounds, so an older results file (no "offload") draws too.
+    entries = split.decomposition(document["summary"], document.get("measurements"))
+    parts = [w for w in split.WORKLOADS if split.find(entries, w)]
+    columns = 6  # the top row's panels span 6 / len(workloads) columns each, the bottom row's 6 / len(parts)
+    fig = plt.figure(figsize=(max(5.2 * len(workloads), 7.0 * len(parts)), 9.6 if parts else 4.8))
+    grid = fig.add_gridspec(2 if parts else 1, columns)
+    top = [fig.add_subplot(grid[0, i * columns // len(workloads):(i + 1) * columns // len(workloads)])
+           for i in range(len(workloads))]
+    for i, workload in enumerate(parts):
+        ax = fig.add_subplot(grid[1, i * columns // len(parts):(i + 1) * columns // len(parts)])
+        _decomposition_panel(ax, split.find(entries, workload))
+    _stacked_panels(document, top, workloads)
+    fig.suptitle("Where TLS costs CPU: per request, by component (bar = origin + proxy; line = range of rounds)"
+                 + ("\nbelow: the origin's saving behind the terminator = what TLS costs it + what pooling saves it"
+                    if parts else ""), fontsize=10)
+    return _save(fig, out, "offload", document)
+
+
+def _stacked_panels(document: dict, axes, workloads: list[str]) -> None:
+    for ax, workload in zip(axes, workloads):
         rows = _rows(document, workload)
         if not rows:
             _no_data(ax, workload)
@@ -99,7 +126,7 @@ def offload(document: dict, out: Path) -> list[Path]:
         origin = [r["cpu_us_per_request"].get("origin") or 0 for r in rows]
         proxy = [r["cpu_us_per_request"].get("proxy") or 0 for r in rows]
         ax.bar(x, origin, color=COLORS["origin"], label="origin")
-        ax.bar(x, proxy, bottom=origin, color=[COLORS["nginx"] if r["setup"] == "nginx" else COLORS["proxy"]
+        ax.bar(x, proxy, bottom=origin, color=[COLORS["nginx"] if r.get("implementation") == "nginx" else COLORS["proxy"]
                                                for r in rows], label="proxy (nginx in green)")
         for i, r in enumerate(rows):
             low, high = r.get("system_cpu_us_range") or (None, None)
@@ -112,9 +139,47 @@ def offload(document: dict, out: Path) -> list[Path]:
         ax.set_ylabel("CPU µs per request (client excluded)")
         ax.set_title(BY_NAME[workload].title if workload in BY_NAME else workload, fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle("Where TLS costs CPU: per request, by component (bar = origin + proxy; line = range of rounds)",
-                 fontsize=10)
-    return _save(fig, out, "offload", document)
+
+
+def _rounds_text(values: list[float]) -> str:
+    return f"\nrounds {min(values):.0f} to {max(values):.0f}" if len(values) > 1 else ""
+
+
+def _decomposition_panel(ax, entry: dict) -> None:
+    """A waterfall of the origin's CPU per request: 2 -> 1 is TLS, 3-unpooled -> 3 is pooling."""
+    origin, rounds = entry["origin_us"], entry.get("rounds") or {}
+    https, http = origin[split.DIRECT_HTTPS], origin[split.DIRECT_HTTP]
+    unpooled, pooled = origin[split.UNPOOLED], origin[split.POOLED]
+    bars = [(split.DIRECT_HTTPS, https), (split.DIRECT_HTTP, http), (split.UNPOOLED, unpooled),
+            (split.POOLED, pooled)]
+    xs = {split.DIRECT_HTTPS: 0, split.DIRECT_HTTP: 2, split.UNPOOLED: 3, split.POOLED: 5}
+    for name, value in bars:
+        if value is None:
+            ax.text(xs[name], 0, "not\nmeasured\n(--unpooled)", ha="center", va="bottom", fontsize=7, color="#777777")
+            continue
+        ax.bar(xs[name], value, color=COLORS["origin"], width=0.7)
+        ax.text(xs[name], value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)
+    steps = [(1, https, http, entry["tls_cost"], COLORS["tls"], "TLS costs\nthe origin", rounds.get("tls_cost")),
+             (4, unpooled, pooled, entry["pooling_saving"], COLORS["pooling"], "pooling\nsaves", rounds.get("pooling_saving"))]
+    for x, high, low, value, color, words, spread in steps:
+        if value is None:
+            continue
+        ax.bar(x, abs(value), bottom=min(high, low), color=color, width=0.7, alpha=0.85)
+        ax.plot([x - 1.35, x + 1.35], [high, high], color="#555555", linewidth=0.7, linestyle=":")
+        ax.plot([x - 0.35, x + 1.35], [low, low], color="#555555", linewidth=0.7, linestyle=":")
+        ax.text(x, max(high, low), f"{words}\n{value:.0f} µs{_rounds_text(spread or [])}", ha="center",
+                va="bottom", fontsize=8, color=color, fontweight="bold")
+    ax.set_xticks(list(xs.values()) + [1, 4], [LABELS.get(n, n) for n in xs] + ["TLS\n(2 − 1)", "pooling\n(3-unpooled − 3)"],
+                  rotation=0, fontsize=7)
+    tops = [v for _, v in bars if v is not None]
+    ax.set_ylim(0, max(tops) * 1.35 if tops else 1)
+    ax.set_ylabel("origin CPU µs per request")
+    title = BY_NAME[entry["workload"]].title if entry["workload"] in BY_NAME else entry["workload"]
+    ax.set_title(f"the origin's saving, split: {title}", fontsize=9)
+    rest = entry["remainder"]
+    ax.text(0.99, 0.98, f"whole drop 2 − 3: {entry['total_drop']:.0f} µs"
+            + (f"\nremainder 1 − 3-unpooled: {rest:.0f} µs" if rest is not None else ""),
+            transform=ax.transAxes, ha="right", va="top", fontsize=7.5, color="#333333")
 
 
 def origin_cpu(document: dict, out: Path) -> list[Path]:
@@ -185,7 +250,7 @@ def throughput_latency(document: dict, out: Path) -> list[Path]:
         if not present:
             _no_data(ax, ", ".join(workloads))
             continue
-        setups = [s for s in ALL if any(r["setup"] == s for w in present for r in _rows(document, w))]
+        setups = [s for s in ORDER if any(r["setup"] == s for w in present for r in _rows(document, w))]
         width = 0.8 / len(present)
         for j, workload in enumerate(present):
             rows = {r["setup"]: r for r in _rows(document, workload)}
@@ -197,7 +262,7 @@ def throughput_latency(document: dict, out: Path) -> list[Path]:
     ax = axes[2]
     present = [w for w in ("keepalive-1k", "newconn") if _rows(document, w)]
     if present:
-        setups = [s for s in ALL if any(r["setup"] == s for w in present for r in _rows(document, w))]
+        setups = [s for s in ORDER if any(r["setup"] == s for w in present for r in _rows(document, w))]
         width = 0.8 / len(present)
         for j, workload in enumerate(present):
             rows = {r["setup"]: r for r in _rows(document, workload)}

@@ -10,13 +10,17 @@ text, so the same tables can be printed again from a saved file::
 
 ``format_table`` prints one block per workload: requests/s, MB/s, CPU µs per request
 for the origin, the proxy, the system (origin + proxy) and the client (apart), and
-p50/p99 latency.  ``format_vs_nginx`` prints each target of the issue with our
+p50/p99 latency.  ``format_offload`` prints the offload split of ``course.bench.offload``:
+what TLS costs the origin and what connection pooling saves it, per workload, with
+the range over rounds.  ``format_vs_nginx`` prints each target of the issue with our
 figure, nginx's (or the ``openssl speed`` floor), the ratio and whether it is met.
 """
 
 from __future__ import annotations
 
-from course.bench.workloads import ALL, BY_NAME
+from course.bench import offload
+from course.bench.variants import order
+from course.bench.workloads import BY_NAME
 
 
 def _fmt(value, spec: str = ".1f", missing: str = "-") -> str:
@@ -31,9 +35,9 @@ def format_table(document: dict) -> str:
     for workload, rows in by_workload.items():
         title = BY_NAME[workload].title if workload in BY_NAME else workload
         lines.append(f"\n{workload}: {title}")
-        lines.append(f"  {'setup':<14}{'client':<8}{'req/s':>9}{'MB/s':>8}   CPU µs/request: {'origin':>8}{'proxy':>8}"
+        lines.append(f"  {'setup':<20}{'client':<8}{'req/s':>9}{'MB/s':>8}   CPU µs/request: {'origin':>8}{'proxy':>8}"
                      f"{'system':>8}{'client':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}")
-        rows.sort(key=lambda r: (r["client"], ALL.index(r["setup"]) if r["setup"] in ALL else 99))
+        rows.sort(key=lambda r: (r["client"], order(r["setup"])))
         for r in rows:
             cpu = r["cpu_us_per_request"]
             lat = r["latency_us"]
@@ -41,11 +45,45 @@ def format_table(document: dict) -> str:
             if "rss_growth_per_connection" in r:
                 extra = f"   RSS +{_fmt(r['rss_growth_per_connection'].get('proxy'), ',.0f')} B/conn (proxy)"
             lines.append(
-                f"  {r['setup']:<14}{r['client']:<8}{_fmt(r['requests_per_second'], ',.0f'):>9}"
+                f"  {r['setup']:<20}{r['client']:<8}{_fmt(r['requests_per_second'], ',.0f'):>9}"
                 f"{_fmt((r['bytes_per_second'] or 0) / 1e6, ',.1f'):>8}   {'':16}{_fmt(cpu.get('origin')):>8}"
                 f"{_fmt(cpu.get('proxy')):>8}{_fmt(r['system_cpu_us_per_request']):>8}{_fmt(cpu.get('client')):>8}"
                 f"{_fmt((lat.get('p50') or 0) / 1000, '.2f'):>9}{_fmt((lat.get('p99') or 0) / 1000, '.2f'):>9}"
                 f"{r['errors']:>7}{extra}")
+    return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> str:
+    return f"  (rounds {min(values):.0f} to {max(values):.0f})" if len(values) > 1 else ""
+
+
+def format_offload(document: dict) -> str:
+    """The offload split per workload: the four origin figures, then what TLS costs and pooling saves."""
+    entries = document.get("offload") or []
+    if not entries:
+        return ""
+    lines = ["\nthe origin's saving behind the terminator, split (origin CPU µs per request, median of rounds)"]
+    for e in entries:
+        o, rounds = e["origin_us"], e.get("rounds") or {}
+        title = BY_NAME[e["workload"]].title if e["workload"] in BY_NAME else e["workload"]
+        lines.append(f"  {e['workload']} ({e['client']}): {title}")
+        lines.append("    origin: " + ", ".join(f"{name} {_fmt(o.get(name), '.0f')}" for name in offload.INPUTS))
+        lines.append(f"    what TLS costs the origin      ({offload.DIRECT_HTTPS} - {offload.DIRECT_HTTP}):"
+                     f" {_fmt(e['tls_cost'], '.0f')} µs{_spread(rounds.get('tls_cost') or [])}")
+        if e["pooling_saving"] is None:
+            lines.append(f"    what pooling saves the origin  ({offload.UNPOOLED} - {offload.POOLED}): not measured "
+                         "(run with --unpooled)")
+        else:
+            lines.append(f"    what pooling saves the origin  ({offload.UNPOOLED} - {offload.POOLED}):"
+                         f" {_fmt(e['pooling_saving'], '.0f')} µs{_spread(rounds.get('pooling_saving') or [])}")
+        lines.append(f"    the whole drop                 ({offload.DIRECT_HTTPS} - {offload.POOLED}):"
+                     f" {_fmt(e['total_drop'], '.0f')} µs")
+        if e["remainder"] is not None:  # whatever else differs between a plain client and a plain proxy
+            lines.append(f"    the remainder                  ({offload.DIRECT_HTTP} - {offload.UNPOOLED}):"
+                         f" {e['remainder']:.0f} µs")
+        if e.get("nginx_pooling_saving") is not None:
+            lines.append(f"    nginx: what pooling saves the origin ({offload.NGINX_UNPOOLED} - {offload.NGINX}):"
+                         f" {e['nginx_pooling_saving']:.0f} µs")
     return "\n".join(lines)
 
 

@@ -12,12 +12,20 @@ taken minutes apart on the same machine, never across runs::
             for setup in its setups:   │ every setup, and the median drops it
                 one cell (loadgen, then wrk where it can drive)   measure.run_cell
     1,000 idle connections on fresh processes (terminate, nginx)  once
-    summary (medians), ratios to nginx, results.json/.csv, charts, table
+    summary (medians), ratios to nginx, the offload split,
+    results.json/.csv, charts, table
 
 ``--quick`` is the subset for CI and notebooks (keep-alive 1 KB and new connection
 on all six setups and nginx, bulk 1 MB on terminate and nginx; 2 rounds of half a
 second per cell, under a minute).  A full run measures every workload of
 ``workloads.WORKLOADS``; each cell is bounded in time and in requests.
+
+``--unpooled`` (on by default in full runs) adds the bench-only variants of
+``course.bench.variants``: setup 3 and nginx with no backend keep-alive, on the
+keep-alive and new-connection workloads.  With them the run splits the origin's
+saving behind the terminator into what TLS costs it (direct-https − direct-http) and
+what connection pooling saves it (terminate-unpooled − terminate), printed after the
+table and kept in ``results.json`` under ``offload`` (``course.bench.offload``).
 
 ``--vs-nginx`` prints the proxy-over-nginx ratios with the targets of the issue and
 whether each is met, beside the crypto floor.  ``--profile`` then runs the proxy
@@ -38,11 +46,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from course.bench import results
+from course.bench import offload, results, variants
 from course.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_drive, wrk_path
 from course.bench.layers import format_layers, layer_profile, perf_path
 from course.bench.profiling import format_profile, profile_proxy
-from course.bench.report import format_table, format_vs_nginx
+from course.bench.report import format_offload, format_table, format_vs_nginx
 from course.bench.setups import SetupLauncher, instance_key
 from course.bench.workloads import ALL, BY_NAME, NGINX, WORKLOADS, Workload, select, setups_for
 from course.setups import BY_NAME as SETUP_FACTS
@@ -73,6 +81,7 @@ class Options:
     profile_seconds: float = 5.0
     profile_workload: str = "keepalive-1k"
     layers: bool | None = None  # None: with --vs-nginx, when perf is installed
+    unpooled: bool | None = None  # the no-backend-keep-alive variants; None: in full runs, not --quick
 
     @classmethod
     def quick_defaults(cls, **overrides) -> Options:
@@ -80,26 +89,34 @@ class Options:
 
 
 # --------------------------------------------------------------------------- what to run
+def want_unpooled(options: Options) -> bool:
+    return options.unpooled if options.unpooled is not None else not options.quick
+
+
 def available_setups(options: Options, notes: list[str]) -> list[str]:
-    """The setups this machine and this tree can run, in teaching order."""
-    wanted = options.setups or list(ALL)
-    unknown = [s for s in wanted if s not in ALL]
+    """The setups (and bench variants) this machine and this tree can run, in teaching order."""
+    wanted = list(options.setups or ALL)
+    unknown = [s for s in wanted if s not in variants.ORDER]
     if unknown:
-        raise ConfigError(f"unknown setup {unknown[0]!r} (one of {', '.join(ALL)})")
+        raise ConfigError(f"unknown setup {unknown[0]!r} (one of {', '.join(variants.ORDER)})")
+    if want_unpooled(options):  # each variant beside its base, when the base is asked for
+        wanted += [v.name for v in variants.VARIANTS if v.base in wanted and v.name not in wanted]
+    wanted.sort(key=variants.order)
     chosen = []
     for setup in wanted:
-        if setup in SETUP_FACTS and not SETUP_FACTS[setup].available:
-            notes.append(f"{setup}: skipped, proxy/modes/{SETUP_FACTS[setup].mode}.py does not exist yet")
+        base = variants.base_of(setup)
+        if base in SETUP_FACTS and not SETUP_FACTS[base].available:
+            notes.append(f"{setup}: skipped, proxy/modes/{SETUP_FACTS[base].mode}.py does not exist yet")
             continue
-        if setup == NGINX:
+        if base == NGINX:
             from course.nginx import nginx_path
 
             if not options.nginx:
                 continue
             if not nginx_path():
-                if options.setups:
+                if setup in options.setups:
                     raise ConfigError("nginx is not installed (apt-get install nginx-light)")
-                notes.append("nginx: skipped, not installed (apt-get install nginx-light)")
+                notes.append(f"{setup}: skipped, nginx is not installed (apt-get install nginx-light)")
                 continue
         chosen.append(setup)
     return chosen
@@ -112,11 +129,13 @@ def plan(options: Options, setups: list[str]) -> list[tuple[Workload, str, str]]
     for workload in select(options.workloads, quick=options.quick):
         if workload.kind == "idle":
             continue  # measured once, on fresh processes (see run_idle)
-        for setup in setups_for(workload, setups, quick=options.quick):
+        columns = setups_for(workload, setups, quick=options.quick) + variants.for_workload(workload.name, setups)
+        columns.sort(key=variants.order)
+        for setup in columns:
             cells.append((workload, setup, "loadgen"))
         if use_wrk and wrk_path():
-            for setup in setups_for(workload, setups, quick=options.quick):
-                if wrk_can_drive(setup, workload):
+            for setup in columns:
+                if wrk_can_drive(variants.base_of(setup), workload):
                     cells.append((workload, setup, "wrk"))
     return cells
 
@@ -253,6 +272,7 @@ def run_benchmark(options: Options) -> dict:
     document["summary"] = results.summarize(document["measurements"])
     document["vs_nginx"] = results.nginx_ratios(document["summary"], document["crypto_floor"],
                                                   document["measurements"])
+    document["offload"] = offload.decomposition(document["summary"], document["measurements"])
     if options.profile:
         document["profile"] = profile_proxy(pki, workdir, out, seconds=options.profile_seconds,
                                             warmup=options.warmup, workload_name=options.profile_workload)
@@ -289,11 +309,14 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     add("--warmup", type=float, help="warm-up seconds per cell (default 0.5; --quick 0.2)")
     add("--max-requests", type=int, default=200_000, help="request bound per cell (default %(default)s)")
     add("--workloads", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
-    add("--setups", help=f"comma-separated subset of: {', '.join(ALL)}")
+    add("--setups", help=f"comma-separated subset of: {', '.join(variants.ORDER)}")
     add("--no-nginx", action="store_true", help="leave nginx out")
     add("--wrk", action=argparse.BooleanOptionalAction, default=None,
         help="also drive the setups wrk can reach with wrk (default: in full runs, when installed)")
     add("--vs-nginx", action="store_true", help="print the course/nginx ratios against the targets")
+    add("--unpooled", action=argparse.BooleanOptionalAction, default=None,
+        help="also run terminate and nginx with no backend keep-alive (bench-only variants), to split the "
+             "origin's saving into TLS offload and connection pooling (default: in full runs)")
     add("--crypto-floor", action=argparse.BooleanOptionalAction, default=None,
         help="run openssl speed for the floor (default: full runs and --vs-nginx)")
     add("--no-charts", action="store_true", help="skip the charts")
@@ -316,7 +339,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
                       setups=split(args.setups), nginx=not args.no_nginx, wrk=args.wrk, vs_nginx=args.vs_nginx,
                       crypto_floor=args.crypto_floor, charts=not args.no_charts, certs=args.certs,
                       profile=args.profile, profile_seconds=args.profile_seconds,
-                      profile_workload=args.profile_workload, layers=args.layers, **overrides)
+                      profile_workload=args.profile_workload, layers=args.layers, unpooled=args.unpooled,
+                      **overrides)
     if options.rounds < 1 or options.duration <= 0 or options.warmup < 0:
         raise ConfigError("--rounds must be at least 1 and --duration positive")
     try:
@@ -330,6 +354,8 @@ def run_cli(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     document = run_benchmark(options)
     print(format_table(document))
+    if document.get("offload"):
+        print(format_offload(document))
     if options.vs_nginx:
         print(format_vs_nginx(document))
     if document.get("profile"):
@@ -345,13 +371,14 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def regenerate_committed_figures(out: str = "diagrams/bench") -> list[Path]:
-    """The ``make diagrams`` hook: a --quick run (with the crypto floor) whose charts land in ``out``.
+    """The ``make diagrams`` hook: a --quick run (crypto floor, unpooled variants) whose charts land in ``out``.
 
     The results.json and results.csv they were drawn from are written beside them, so
     a committed figure always comes with its machine and parameters.
     """
     with tempfile.TemporaryDirectory(prefix="tlsproxy-bench-") as workdir:  # logs and keys stay out of git
-        options = Options.quick_defaults(out=Path(out), workdir=Path(workdir), crypto_floor=True, vs_nginx=True)
+        options = Options.quick_defaults(out=Path(out), workdir=Path(workdir), crypto_floor=True, vs_nginx=True,
+                                         unpooled=True)
         document = run_benchmark(options)
     return [Path(p) for p in document.get("charts", [])]
 

@@ -11,6 +11,12 @@ flags (``proxy.server.configure_cli``), the same ``config_from_args``, the same
 
     python -m course.bench.serve --listen 127.0.0.1:0 --cert ... --key ... --backend http://...
 
+``--pool-max-idle N`` sets ``Limits.pool_max_idle``, the idle connections the backend
+pool keeps per backend (``proxy/pool.py``); ``0`` keeps none, so every response's
+connection is closed on release and the next request opens a new one: the unpooled
+variant of setup 3 (``course.bench.variants``), which separates what pooling saves
+the origin from what TLS offload saves it.
+
 ``--profile FILE`` runs every thread of the proxy under ``cProfile``, timed by the
 thread's own CPU clock, and writes the merged statistics (``pstats`` format) to
 FILE at shutdown (SIGTERM).  ``cProfile``
@@ -30,7 +36,9 @@ import threading
 import time
 from dataclasses import replace
 
+from proxy import config as cfg
 from proxy import server as proxy_server
+from proxy.errors import ConfigError
 
 
 class ThreadProfiles:
@@ -78,12 +86,31 @@ class ThreadProfiles:
         stats.dump_stats(path)
 
 
+def with_pool_max_idle(config: cfg.Config, max_idle: int) -> cfg.Config:
+    """``config`` with ``Limits.pool_max_idle = max_idle``, applied after validation.
+
+    ``proxy.config.validate`` refuses zero for every limit (a zero elsewhere, say
+    ``max_connections``, would refuse every client), but for this one zero means what
+    nginx's ``upstream`` without ``keepalive`` means: ``ConnectionPool.release`` finds
+    its queue full and closes the connection.  So the value is set on the validated
+    configuration, for the benchmark only.
+    """
+    if max_idle < 0:
+        raise ConfigError(f"--pool-max-idle must be 0 or more, got {max_idle}")
+    return replace(config, limits=replace(config.limits, pool_max_idle=max_idle))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course.bench.serve", description=__doc__.split("\n\n")[0])
     proxy_server.configure_cli(parser)
     parser.add_argument("--profile", metavar="FILE", help="profile every thread; pstats written to FILE at exit")
+    parser.add_argument("--pool-max-idle", type=int, metavar="N",
+                        help="idle backend connections kept per backend (Limits.pool_max_idle); 0: none, "
+                             "a new backend connection per request")
     args = parser.parse_args(argv)
     config = replace(proxy_server.config_from_args(args), access_log=None)
+    if args.pool_max_idle is not None:
+        config = with_pool_max_idle(config, args.pool_max_idle)
     profiles = ThreadProfiles() if args.profile else None
     if profiles:
         profiles.install()

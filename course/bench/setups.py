@@ -18,6 +18,11 @@ process, so the kernel keeps its CPU time apart from everyone else's
     forward        loadgen ──CONNECT──▶ proxy ~~tunnel~~~~~▶ origin (--mode forward)
     nginx          loadgen ══TLS══▶ nginx, 1 worker ──HTTP─▶ origin (the production reference)
 
+The bench-only variants of ``course.bench.variants`` start their base's processes
+with one setting turned: ``terminate-unpooled`` is terminate's proxy with
+``--pool-max-idle 0`` and ``nginx-unpooled`` nginx without upstream ``keepalive``,
+both opening a new connection to the origin for every request.
+
 The origin is ``python -m course.origin``; the proxy is ``python -m course.bench.serve``
 (``tlsproxy serve``'s flags with the access log off, as nginx's is); nginx runs the
 configuration of ``course.nginx.terminate_conf``.  Each listens on a port the kernel
@@ -48,6 +53,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course.bench.variants import backend_keepalive, base_of
 from course.bench.workloads import NGINX
 from course.children import stop_child
 from course.setups import BY_NAME, SETUPS, Setup
@@ -82,7 +88,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def instance_key(setup: str, cert: str) -> tuple[str, str]:
     """Which running instance serves ``setup`` with ``cert``: our proxy holds both certificates,
     and without TLS there is no certificate to choose; an origin or nginx holds one."""
-    facts = BY_NAME.get(setup)  # None for nginx
+    facts = BY_NAME.get(base_of(setup))  # None for nginx
     one_for_all = facts is not None and facts.client_tls_ends in (None, "proxy")
     return (setup, "any") if one_for_all else (setup, cert)
 
@@ -227,7 +233,7 @@ class SetupLauncher:
     def _origin(self, key: tuple[str, str]) -> Child:
         setup, cert = key
         tag = self._tag(key)
-        facts = BY_NAME.get(setup)  # None for nginx, whose origin speaks plain HTTP
+        facts = BY_NAME.get(base_of(setup))  # None for nginx, whose origin speaks plain HTTP
         if facts is None or not facts.origin_tls:
             return origin_child(f"{tag}-origin", self.logdir)
         if facts.client_tls_ends == "origin":  # the client's session: the certificate it asked for
@@ -239,16 +245,20 @@ class SetupLauncher:
         setup, cert = key
         tag = self._tag(key)
         profile = str(self.profile_dir / f"{tag}.pstats") if self.profile_dir else None
-        facts = BY_NAME.get(setup)
+        facts = BY_NAME.get(base_of(setup))
         if facts is not None and facts.mode is not None:
-            return proxy_child(f"{tag}-proxy", self.logdir, self.proxy_flags(facts, origin.port), profile)
-        if setup == NGINX:
+            flags = self.proxy_flags(facts, origin.port)
+            if not backend_keepalive(setup):  # the unpooled variant: no idle backend connection kept
+                flags += ["--pool-max-idle", "0"]
+            return proxy_child(f"{tag}-proxy", self.logdir, flags, profile)
+        if base_of(setup) == NGINX:
             from course.nginx import terminate_conf
 
             port = free_port()
             workdir = self.workdir / f"{tag}-nginx"
             cert_file, key_file = self.files(CERT_NAMES[cert])
-            conf = terminate_conf(port, cert_file, key_file, [("127.0.0.1", origin.port)], workdir=str(workdir))
+            conf = terminate_conf(port, cert_file, key_file, [("127.0.0.1", origin.port)], workdir=str(workdir),
+                                  keepalive=backend_keepalive(setup))
             return NginxPlan(port, workdir, conf)
         return None  # direct-http, direct-https: the client talks to the origin
 
@@ -274,7 +284,7 @@ class SetupLauncher:
     def _finish(self, key: tuple[str, str], origin: Child, front: Child | NginxPlan | None) -> RunningSetup:
         setup, cert = key
         origin_address = ("127.0.0.1", origin.port)
-        facts = BY_NAME.get(setup)
+        facts = BY_NAME.get(base_of(setup))
         scheme = "https" if facts is None or facts.client_tls else "http"  # nginx: TLS
         running = RunningSetup(setup, cert, scheme, origin_address, components={"origin": [origin.pid]},
                                children=[origin], implementation="none")

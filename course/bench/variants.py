@@ -1,0 +1,91 @@
+"""Bench-only variants: a setup with one knob turned, to take a confounded figure apart.
+
+Theory of operation
+-------------------
+The six setups (``course.setups``) are what the course teaches; this module adds no
+seventh.  A *variant* is one of them, or nginx, run by the benchmark with one setting
+changed, so that two effects the plain setups measure together can be measured apart.
+It is the benchmark's business alone: the setups table, the diagrams and the captures
+never see it.
+
+The one question the variants answer today: behind setup 3 the origin's CPU per
+request drops, but two things changed at once.  The origin no longer runs TLS
+(*offload*), and it no longer accepts a connection per client connection, because the
+proxy lends it a few kept-alive backend connections (*pooling*, ``proxy/pool.py``).
+The unpooled variant keeps no idle backend connection, so its origin accepts a new
+plain-HTTP connection for every request, as setup 1's does::
+
+    terminate            loadgen ══TLS══▶ proxy ──HTTP, pooled: few connections, kept──▶ origin
+    terminate-unpooled   loadgen ══TLS══▶ proxy ──HTTP, a new connection per request──▶ origin
+                         (course.bench.serve --pool-max-idle 0: Limits.pool_max_idle, no idle kept)
+    nginx-unpooled       the same in nginx: ``upstream`` without ``keepalive``
+                         (course.nginx.terminate_conf(..., keepalive=False))
+
+so that, per workload (``course.bench.offload``)::
+
+    what TLS costs the origin   = origin(direct-https)       - origin(direct-http)
+    what pooling saves it       = origin(terminate-unpooled) - origin(terminate)
+
+The variants run on the workloads in ``Variant.workloads`` (keep-alive and new
+connection: the two the offload chart splits) in full runs, and in ``--quick`` runs
+with ``--unpooled`` (the notebook and ``make diagrams`` ask for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from course.bench.workloads import ALL, NGINX
+from course.setups import SETUPS
+
+# Setup 3, found by its facts rather than its name: the proxy ends the client's TLS and
+# speaks plain HTTP to the origin.
+TERMINATE = next(s.name for s in SETUPS if s.client_tls_ends == "proxy" and not s.origin_tls)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A setup (or nginx) with one setting changed, run by the benchmark only."""
+
+    name: str
+    base: str  # the setup of course.setups, or nginx, whose processes it starts
+    summary: str
+    backend_keepalive: bool = True  # False: the proxy keeps no idle connection to the origin
+    workloads: tuple[str, ...] = ("keepalive-1k", "newconn")
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(f"{TERMINATE}-unpooled", TERMINATE,
+            "setup 3 without backend keep-alive: the proxy opens a new connection to the origin per request",
+            backend_keepalive=False),
+    Variant(f"{NGINX}-unpooled", NGINX,
+            "nginx without upstream keepalive: a new connection to the origin per request",
+            backend_keepalive=False),
+)
+BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+UNPOOLED = VARIANTS[0].name  # the one the offload decomposition reads
+NGINX_UNPOOLED = VARIANTS[1].name
+
+# Every column the benchmark can run, in teaching order: each variant right after its base.
+ORDER: tuple[str, ...] = tuple(name for base in ALL for name in (base, *(v.name for v in VARIANTS if v.base == base)))
+
+
+def base_of(setup: str) -> str:
+    """The setup (or nginx) whose processes ``setup`` starts: itself, unless it is a variant."""
+    return BY_NAME[setup].base if setup in BY_NAME else setup
+
+
+def backend_keepalive(setup: str) -> bool:
+    """Does the proxy of ``setup`` keep idle connections to the origin (its pool)?"""
+    return BY_NAME[setup].backend_keepalive if setup in BY_NAME else True
+
+
+def order(setup: str) -> int:
+    """A sort key: teaching order, variants after their base, anything unknown last."""
+    return ORDER.index(setup) if setup in ORDER else len(ORDER)
+
+
+def for_workload(workload: str, running: list[str]) -> list[str]:
+    """The variants, of those ``running``, that run on ``workload``."""
+    return [v.name for v in VARIANTS if v.name in running and workload in v.workloads]
