@@ -27,6 +27,15 @@ RFC 8446 §4.4.4, RFC 5246 §7.4.9)::
     resumed (either)  ClientHello  ->  ServerHello .. Finished      (1 wait)  -> request
 
 A NewSessionTicket that arrives after the server's Finished (TLS 1.3) is not waited for.
+A HelloRetryRequest (RFC 8446 §4.1.4) is one more server flight to wait for.
+
+**How long is that in milliseconds?**  On loopback a round trip takes microseconds;
+through a delay line (``course.delay.DelayLine``, ``Playground.delay``) it takes what
+you ask for, and ``TracedRequest.request_at`` is the time from the ClientHello leaving
+to the request leaving: about one RTT for TLS 1.3, two for TLS 1.2.  Python's ``ssl``
+cannot choose key-exchange groups, so ``openssl_request`` makes the request with
+``openssl s_client -groups secp521r1:X25519``: its only key share is for P-521, which
+the proxy refuses, and trace the proxy (``tracing``) to see the HelloRetryRequest.
 
 **What does the certificate cost?**  ``handshake_cost(cert, key, ...)`` runs ``count``
 full handshakes between a client and a server thread of this process, the server
@@ -80,6 +89,8 @@ class TracedRequest:
     certificate: bytes = field(repr=False)               # the server certificate's DER bytes
     status_line: str = ""
     elapsed: float = 0.0          # seconds from connect() to the end of the response
+    request_at: float = 0.0       # seconds from the ClientHello leaving to the request leaving
+    tcp_connect: float = 0.0      # seconds from connect() to the ClientHello (TCP's handshake, mostly)
 
     @property
     def flights(self) -> list["Flight"]:
@@ -117,6 +128,7 @@ def traced_request(address, server_name: str, path: str = "/", *, ca: str | Path
         with tls_sock:
             version, cipher = tls_sock.version() or "?", (tls_sock.cipher() or ("?",))[0]
             reused, certificate = tls_sock.session_reused, tls_sock.getpeercert(binary_form=True) or b""
+            request_sent = time.perf_counter()
             tls_sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
                              .encode("ascii"))
             response = read_to_eof(tls_sock)
@@ -126,8 +138,49 @@ def traced_request(address, server_name: str, path: str = "/", *, ca: str | Path
                 tls_sock.unwrap()         # close_notify (RFC 8446 §6.1)
     finally:
         detach_tracers(context)
+    hello_sent = trace.events[0].time if trace.events else started
     return TracedRequest(trace, version, cipher, reused, new_session, certificate,
-                         response.split(b"\r\n", 1)[0].decode("latin-1"), time.perf_counter() - started)
+                         response.split(b"\r\n", 1)[0].decode("latin-1"), time.perf_counter() - started,
+                         request_sent - hello_sent, hello_sent - started)
+
+
+# --------------------------------------------------------------------------- what ssl cannot do
+HRR_GROUPS = "secp521r1:X25519"   # a P-521 key share first: the proxy accepts X25519, P-256, P-384
+
+
+@dataclass
+class OpenSSLRequest:
+    """One request made by ``openssl s_client``: its output and how long it took."""
+
+    command: list[str]
+    returncode: int
+    output: str = field(repr=False)
+    elapsed: float                    # seconds, the program's start and exit included
+
+    @property
+    def status_line(self) -> str:
+        return next((line for line in self.output.splitlines() if line.startswith("HTTP/1.")), "")
+
+
+def openssl_request(address, server_name: str, path: str = "/", *, ca: str | Path,
+                    groups: str = HRR_GROUPS, timeout: float = TIMEOUT) -> OpenSSLRequest:
+    """``GET path`` with ``openssl s_client -groups GROUPS``, which sends a key share for
+    the first group only (OpenSSL 3's default): with the default ``HRR_GROUPS`` the server
+    must answer with a HelloRetryRequest (RFC 8446 §4.1.4).  Trace the server side with
+    ``tracing(proxy_context)`` to see it; ``openssl`` must be installed."""
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("openssl_request needs the openssl program (apt-get install openssl)")
+    host, port = address.address if hasattr(address, "address") else address
+    command = [openssl, "s_client", "-connect", f"{host}:{port}", "-servername", server_name, "-CAfile", str(ca),
+               "-verify_return_error", "-groups", groups, "-quiet"]
+    request = f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+    started = time.perf_counter()
+    done = subprocess.run(command, input=request, capture_output=True, text=True, timeout=timeout)
+    return OpenSSLRequest(command, done.returncode, done.stdout + done.stderr, time.perf_counter() - started)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,14 @@ an origin or a proxy under a name that is already running stops the old one firs
 and creating a ``Playground`` under a name already in use stops everything that one
 started.  ``lab.stop()`` (the last cell of every notebook) stops it all.
 
+Loopback has no distance.  ``lab.delay(name, target, rtt=0.040)`` starts a
+``course.delay.DelayLine`` in front of a proxy or an origin: connect to the line (it has
+an ``.address``, so ``https_get(line, ...)`` and ``traced_request(line, ...)`` take it)
+and every byte waits RTT/2 each way, so handshakes cost what they would over a 40 ms
+path.  (The TCP handshake itself is not delayed: see ``course.delay``.)  Put one in
+front of an origin and give the line to the proxy's pool instead of the origin
+(``pools={"web": [line]}``) to delay the backend leg.
+
 The proxy's access log goes to a ``LogLines`` (a list of lines a cell can print or
 search) instead of stderr.  ``lab.issue(name)`` makes one more certificate from the
 demo CA.  Two small tools for the lessons: ``format_table`` prints rows as an aligned
@@ -43,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from proxy import config as cfg
+from course.delay import DelayLine
 from course.origin import Origin
 from proxy.pki import DEMO_API, DEMO_WWW, DemoPKI, ensure_demo_certs, file_stem, generate_leaf
 from proxy.policy import ForwardPolicy
@@ -137,6 +146,7 @@ class Playground:
         self.pki: DemoPKI = ensure_demo_certs(certs_dir or DEFAULT_CERTS_DIR)
         self.origins: dict[str, Origin] = {}
         self.proxies: dict[str, Proxy] = {}
+        self.delays: dict[str, DelayLine] = {}
         with _ACTIVE_LOCK:
             _ACTIVE[name] = self
 
@@ -233,9 +243,30 @@ class Playground:
         if old is not None:
             old.stop()
 
+    # ------------------------------------------------------------------ delay lines
+    def delay(self, name: str, target, *, rtt: float, source: str | None = None) -> DelayLine:
+        """A delay line in front of ``target`` (a ``Proxy``, an ``Origin`` or a (host, port)):
+        connections to ``line.address`` reach ``target`` with ``rtt`` seconds of round-trip
+        time added.  ``source`` binds its onward connections (the target then logs that
+        address as the client's)."""
+        self._stop_delay(name)
+        line = DelayLine(target, rtt=rtt, source=source).start()
+        if isinstance(target, Origin):          # a pool may name the line in the origin's place
+            scheme = target.url.split("://", 1)[0]
+            line.url = f"{scheme}://{line.address[0]}:{line.port}"
+        self.delays[name] = line
+        return line
+
+    def _stop_delay(self, name: str) -> None:
+        old = self.delays.pop(name, None)
+        if old is not None:
+            old.stop(grace=0.0)
+
     # ------------------------------------------------------------------ stopping
     def stop(self) -> None:
-        """Stop every proxy, then every origin (idempotent)."""
+        """Stop every delay line, every proxy, then every origin (idempotent)."""
+        for name in list(self.delays):
+            self._stop_delay(name)
         for name in list(self.proxies):
             self._stop_proxy(name)
         for name in list(self.origins):
@@ -251,10 +282,15 @@ class Playground:
         self.stop()
 
     def __repr__(self) -> str:
-        return (f"<Playground {self.name}: origins {sorted(self.origins)}, proxies {sorted(self.proxies)}>")
+        delays = f", delay lines {sorted(self.delays)}" if self.delays else ""
+        return f"<Playground {self.name}: origins {sorted(self.origins)}, proxies {sorted(self.proxies)}{delays}>"
 
 
 def _backend_value(backend) -> str | dict:
+    if isinstance(backend, DelayLine):
+        if backend.url is None:
+            raise ValueError(f"{backend!r} is not in front of an Origin: name its URL in the pool instead")
+        return backend.url
     return backend.url if isinstance(backend, Origin) else backend
 
 

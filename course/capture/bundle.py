@@ -5,7 +5,8 @@ Theory of operation
 Everything the analysis needs travels together, so a capture made on one machine (as
 root) can be decrypted, drawn and tabulated on another (without root)::
 
-    metadata.json          what ran: setup, TLS version, hosts, ports, markers, tools
+    metadata.json          what ran: setup, TLS version, hosts, ports, markers, tools,
+                           added round-trip times (rtt_ms, legs[...].delay_ms), hrr
     client-leg.pcap        client <-> proxy (or origin, in the direct setups)
     backend-leg.pcap       proxy <-> origin (setups with a proxy)
     keys.log               every secret any party logged (NSS key log: Wireshark reads it)
@@ -75,7 +76,11 @@ class CaptureBundle:
     @property
     def title(self) -> str:
         version = f", TLS {self.tls}" if self.tls else ""
-        return f"{self.setup}{version}{', resumed' if self.resumed else ''} ({self.metadata.get('network', '?')})"
+        extras = ", resumed" if self.resumed else ""
+        extras += ", HelloRetryRequest" if self.metadata.get("hrr") else ""
+        extras += f", RTT {self.metadata['rtt_ms']:g} ms" if self.metadata.get("rtt_ms") else ""
+        extras += f", backend RTT {self.metadata['backend_rtt_ms']:g} ms" if self.metadata.get("backend_rtt_ms") else ""
+        return f"{self.setup}{version}{extras} ({self.metadata.get('network', '?')})"
 
     # -- the files
     @property

@@ -24,7 +24,9 @@ for a ``CONNECT`` tunnel, ``--plain`` speaks HTTP without TLS.
 
 It prints one JSON document: for each connection, what was sent, the response, the
 negotiated TLS version and cipher, whether the session was resumed, and the
-certificate the server showed (PEM).  ``--source`` binds the client to an address,
+certificate the server showed (PEM).  Its first key share is OpenSSL's choice: an
+OpenSSL configuration file named in ``OPENSSL_CONF`` can change the groups it offers
+(``course.capture.setups.HRR_OPENSSL_CONF``, for a HelloRetryRequest).  ``--source`` binds the client to an address,
 which on loopback makes the client's address (127.0.0.2) distinguishable from the
 proxy's (127.0.0.1).  The program is started by ``course.capture.run``, on loopback or
 inside the ``client`` namespace of the lab network.
@@ -72,7 +74,11 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def _connect(address: tuple[str, int], source: str | None) -> socket.socket:
-    return socket.create_connection(address, timeout=TIMEOUT, source_address=(source, 0) if source else None)
+    sock = socket.create_connection(address, timeout=TIMEOUT, source_address=(source, 0) if source else None)
+    # As curl and browsers do: without it Nagle holds the request back until the Finished
+    # before it is acknowledged, and a delayed ACK turns that into up to 40 ms (FACTS.md).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _tunnel(sock: socket.socket, target: str) -> bytes:

@@ -11,7 +11,8 @@ returns a ``Dissection``:
   proxy's client leg);
 * ``records[sender]``: every HTTP message start or TLS record, with its stream offset
   and a name as Wireshark would show it: ``ClientHello`` (``ClientHello (PSK)`` when it
-  offers a TLS 1.3 session ticket), ``ChangeCipherSpec``,
+  offers a TLS 1.3 session ticket), ``HelloRetryRequest`` (a ServerHello whose random
+  is the SHA-256 of "HelloRetryRequest", RFC 8446 §4.1.3), ``ChangeCipherSpec``,
   ``Application Data``.  A protected record is named by its *real* content when the
   key log opens it (``EncryptedExtensions, Certificate, CertificateVerify,
   Finished``) and by what an observer sees otherwise (``Application Data``, or
@@ -35,7 +36,7 @@ from course.capture import tls12
 from course.capture.flows import TCPConnection
 from proxy.errors import TLSDecryptError, TLSParseError
 from proxy.tls.clienthello import ClientHello, parse_client_hello
-from proxy.tls.keyschedule import decrypt_connection
+from proxy.tls.keyschedule import HELLO_RETRY_REQUEST_RANDOM, decrypt_connection
 from proxy.tls.records import (
     ContentType,
     HandshakeReassembler,
@@ -164,9 +165,21 @@ def _http_views(data: bytes) -> list[RecordView]:
     return views
 
 
-def _names(content_type: int, content: bytes, message_types: list[int]) -> tuple[str, ...]:
+def message_name(message: bytes) -> str:
+    """A handshake message's name (``message`` starts with its 4-byte header).
+
+    RFC 8446 §4.1.3: a HelloRetryRequest *is* a ServerHello on the wire (type 2), told
+    apart only by its random, the SHA-256 of "HelloRetryRequest"; it asks the client for
+    another ClientHello with a key share the server accepts (§4.1.4)."""
+    if message[:1] == b"\x02" and message[6:38] == HELLO_RETRY_REQUEST_RANDOM:
+        return "HelloRetryRequest"
+    return handshake_name(message[0])
+
+
+def _names(content_type: int, content: bytes, message_types: list[int | str]) -> tuple[str, ...]:
     if content_type == ContentType.HANDSHAKE:
-        return tuple(handshake_name(t) for t in message_types) or ("(part of a handshake message)",)
+        return (tuple(t if isinstance(t, str) else handshake_name(t) for t in message_types)
+                or ("(part of a handshake message)",))
     if content_type == ContentType.ALERT and len(content) >= 2:
         return (f"Alert({alert_name(content[1])})",)
     if content_type == ContentType.CHANGE_CIPHER_SPEC:
@@ -182,11 +195,11 @@ def _detail(content_type: int, content: bytes) -> str:
     return match.group().decode("latin-1").strip() if match else ""
 
 
-def _message_types(reassembler: HandshakeReassembler, record) -> list[int]:
-    """Types of the handshake messages a plaintext handshake record completes."""
+def _message_types(reassembler: HandshakeReassembler, record) -> list[str]:
+    """Names of the handshake messages a plaintext handshake record completes."""
     if record.content_type != ContentType.HANDSHAKE:
         return []
-    return [message[0] for message in reassembler.feed(record.fragment)]
+    return [message_name(message) for message in reassembler.feed(record.fragment)]
 
 
 def _sealed_views(data: bytes, protocol: str) -> tuple[list[RecordView], bytes, bytes]:
@@ -241,7 +254,7 @@ def _open_tls12(client: bytes, server: bytes, key_log: KeyLog | None, server_rsa
         views, offset, plaintext, contents = [], 0, b"", b""
         reassembler, wire = HandshakeReassembler(), list(iter_records(client if sender == "client" else server))
         for record, on_wire in zip(records, wire):
-            types = ([m[0] for m in reassembler.feed(record.content)]
+            types = ([message_name(m) for m in reassembler.feed(record.content)]
                      if record.content_type == ContentType.HANDSHAKE else [])
             size = len(on_wire.to_bytes())
             views.append(RecordView(offset, size, _names(record.content_type, record.content, types),

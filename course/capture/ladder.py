@@ -42,6 +42,17 @@ segment whose records differ is drawn black (``segment_kind``):
 The colour is decided from the wire (``RecordView.protected``), not from the key log:
 the ladder without keys (``decrypted=False``) has the same colours, only fewer names.
 
+**A HelloRetryRequest** (RFC 8446 §4.1.4) is drawn under its own name although on the
+wire it is a ServerHello (``dissect.message_name``): the server asks for a second
+ClientHello, and the handshake costs one more round trip (``notes`` says so).
+
+**Added round-trip time** (``tlsproxy capture --rtt 40``): a leg that went through a
+delay line (``course.delay``) was captured at one end of it, the line playing the long
+cable: on loopback the connecting party's end (the metadata's ``captured_at``).  Its
+arrows are drawn when a segment left or reached that party; the far end got each one
+RTT/2 later.  ``bundle_notes`` puts that under
+the figure, with the RTT.
+
 **The end of a connection** is TCP's business and is explained under the figure
 (``notes``): a FIN per direction (RFC 9293 §3.6); a segment sent twice is marked
 ``(retransmitted)``; a RST after the peer's close_notify means the peer closed its socket
@@ -237,13 +248,19 @@ def notes(arrows: list[Arrow]) -> list[str]:
         lines.append("(retransmitted): the same segment sent again because its ACK had not come in time. "
                      "Loopback loses nothing: the receiver was delaying its ACK (RFC 9293 §3.8.6.3), and the "
                      "sender's tail-loss probe (RFC 8985 §7) re-sent its last segment first.")
+    if any(piece == "HelloRetryRequest" for a in arrows for name, _ in a.pieces for piece in name.split(", ")):
+        lines.append("HelloRetryRequest: the ClientHello carried a key share for a group the server does not take; "
+                     "the server names one it does (in its key_share extension), and the client sends a second "
+                     "ClientHello with it. One more round trip (RFC 8446 §4.1.4); on the wire it is a ServerHello "
+                     "whose random is SHA-256(\"HelloRetryRequest\") (§4.1.3). The ChangeCipherSpec records "
+                     "around it are the middlebox-compatibility ones (§D.4).")
     crossings = _ticket_crossings(arrows)
     if crossings:
         lines.append("[NewSessionTicket] and the request cross: the server sends its tickets once it has the "
                      "client's Finished (RFC 8446 §4.6.1), and the client sends its request right after its "
                      "Finished without waiting for them (§2). Over a network the request leaves about a round trip "
-                     "before the tickets arrive; on loopback a round trip takes microseconds and either may be "
-                     "captured first. Here the request left " + "; ".join(crossings) + ".")
+                     "before the tickets arrive; on loopback (without a delay line) a round trip takes microseconds "
+                     "and either may be captured first. Here the request left " + "; ".join(crossings) + ".")
     for reset in (a for a in arrows if a.parts and a.parts[0][0] == "RST"):
         lines.append(_reset_note(reset, arrows))
     return list(dict.fromkeys(lines))     # one line per distinct explanation
@@ -341,9 +358,9 @@ LEGEND = ("grey TCP · blue a TLS record sent in plaintext · purple a protected
 
 
 def draw(arrows: list[Arrow], columns: list[str], stem: str | Path, *, title: str = "",
-         formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+         formats: tuple[str, ...] = ("png", "svg"), extra_notes: tuple[str, ...] = ()) -> list[Path]:
     """Draw the ladder and save it as ``stem.png`` and ``stem.svg``; return the paths.  The
-    caption under it is ``notes(arrows)``."""
+    caption under it is ``extra_notes`` and ``notes(arrows)``."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -351,7 +368,7 @@ def draw(arrows: list[Arrow], columns: list[str], stem: str | Path, *, title: st
     stem.parent.mkdir(parents=True, exist_ok=True)
     ys = rows(arrows)
     width = 4.0 * len(columns) + 2.5
-    caption = [line for note in notes(arrows)
+    caption = [line for note in [*extra_notes, *notes(arrows)]
                for line in textwrap.wrap(note, int(width * 16), subsequent_indent="    ")]
     caption_inch = NOTE_INCH * len(caption) + (0.25 if caption else 0.0)
     height = (ys[-1] if ys else 1) * ROW_INCH + 2.2 + caption_inch
@@ -401,7 +418,24 @@ def draw_bundle(bundle: CaptureBundle, stem: str | Path, *, decrypted: bool = Tr
     arrows = ladder_arrows(bundle, decrypted=decrypted)
     if len(arrows) > MAX_ARROWS:
         view += f" (first {MAX_ARROWS} of {len(arrows)} packets)"
-    return draw(arrows[:MAX_ARROWS], columns, stem, title=f"Ladder diagram: {bundle.title}{view}", **options)
+    return draw(arrows[:MAX_ARROWS], columns, stem, title=f"Ladder diagram: {bundle.title}{view}",
+                extra_notes=tuple(bundle_notes(bundle)), **options)
+
+
+def bundle_notes(bundle: CaptureBundle) -> list[str]:
+    """What the figure needs said about how the capture was made: the delay lines."""
+    lines = []
+    for name, leg in bundle.metadata.get("legs", {}).items():
+        rtt = leg.get("delay_ms")
+        if rtt:
+            near = leg.get("captured_at", leg["ends"][0])
+            far = next(end for end in leg["ends"] if end != near)
+            lines.append(f"The {name} leg went through a delay line of {rtt:g} ms round-trip time (course/delay.py) "
+                         f"and was captured at the {near}'s end: each arrow is drawn when it left or reached the "
+                         f"{near}; the {far} received it {rtt / 2:g} ms later. The TCP handshake is not delayed "
+                         "(the kernel answers the SYN at once); over a real link the ClientHello would follow "
+                         "one RTT after the SYN.")
+    return lines
 
 
 # Figures under diagrams/ (``make diagrams`` calls this through course.diagrams).

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 ::
 
-    tlsproxy capture --setup terminate --out run1 [--tls 1.2|1.3] [--resumed]
+    tlsproxy capture --setup terminate --out run1 [--tls 1.2|1.3] [--resumed] [--hrr]
+                     [--rtt MS] [--backend-rtt MS]
 
 1. ``capture_setup`` starts the setup's origin and proxy as processes (``setups.Lab``)
    on fresh ports, with every TLS endpoint logging its secrets, starts one capture
@@ -50,8 +51,14 @@ LEG_FILES = {"client": "client-leg.pcap", "backend": "backend-leg.pcap"}
 
 # --------------------------------------------------------------------------- capture
 def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: bool = False,
-                  network=None, pki=None, command: str | None = None) -> CaptureBundle:
-    """Run ``setup`` once end to end while capturing both legs; return the bundle in ``out``."""
+                  network=None, pki=None, command: str | None = None, rtt: float = 0.0,
+                  backend_rtt: float = 0.0, hrr: bool = False) -> CaptureBundle:
+    """Run ``setup`` once end to end while capturing both legs; return the bundle in ``out``.
+
+    ``rtt`` (seconds) puts a delay line (``course.delay``) between the client and the proxy
+    (or the origin, in the direct setups), ``backend_rtt`` one between the proxy and the
+    origin; each leg's capture then shows the connecting party's end of it.  ``hrr`` makes
+    the client's first key share one the proxy refuses (a HelloRetryRequest, TLS 1.3)."""
     from proxy.pki import ensure_demo_certs
 
     chosen = SETUPS[setup]
@@ -61,17 +68,24 @@ def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: boo
     with contextlib.ExitStack() as cleanup:
         if pki is None:
             pki = ensure_demo_certs(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tlslab-pki-")))
-        lab = cleanup.enter_context(Lab(chosen, network, out, pki))
-        captures = {leg: network.capture(chosen.leg_ends(leg), out / LEG_FILES[leg],
-                                         lab.ports["proxy" if leg == "client" and chosen.mode else "origin"])
+        check_hrr(chosen, tls, hrr)
+        lab = cleanup.enter_context(Lab(chosen, network, out, pki, rtt=rtt, backend_rtt=backend_rtt))
+        captures = {leg: network.capture(chosen.leg_ends(leg), out / LEG_FILES[leg], lab.capture_port(leg))
                     for leg in chosen.leg_names}
         with contextlib.ExitStack() as capturing:
             for capture in captures.values():
                 capturing.enter_context(capture)
-            report = lab.run_client(tls=tls, resumed=resumed)
+            report = lab.run_client(tls=tls, resumed=resumed, hrr=hrr)
             lab.stop()                     # inside the capture: the closing FINs belong to it
     return _write_bundle(out, chosen, lab, network, report, tls=tls if chosen.client_tls else None,
-                         resumed=resumed, command=command)
+                         resumed=resumed, command=command, hrr=hrr)
+
+
+def check_hrr(setup, tls: str, hrr: bool) -> None:
+    """A HelloRetryRequest exists in TLS 1.3 only, and only where the client speaks TLS."""
+    if hrr and (tls != "1.3" or not setup.client_tls):
+        raise ConfigError("a HelloRetryRequest is TLS 1.3's (RFC 8446 §4.1.4): --hrr needs --tls 1.3 "
+                          "and a setup whose client speaks TLS")
 
 
 OUTPUTS = ("client-leg.pcap", "backend-leg.pcap", "keys.log", "client.json", "server-cert.pem", "metadata.json",
@@ -91,7 +105,8 @@ def clear_outputs(out: Path) -> None:
                     path.unlink()
 
 
-def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, resumed, command) -> CaptureBundle:
+def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, resumed, command,
+                  hrr: bool = False) -> CaptureBundle:
     (out / "client.json").write_text(json.dumps(report, indent=1) + "\n")
     certificate = next((c["certificate"] for c in report["connections"] if c.get("certificate")), None)
     if certificate:
@@ -100,14 +115,20 @@ def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, res
                if (out / "keys" / f"{party}.log").exists()}
     merge_key_logs([out / name for name in keylogs.values()], out / "keys.log")
     legs = {leg: {"pcap": LEG_FILES[leg], "ends": list(setup.leg_ends(leg)),
-                  "server_port": lab.ports["proxy" if leg == "client" and setup.mode else "origin"]}
+                  "server_port": lab.capture_port(leg)}
             for leg in setup.leg_names}
+    delays = {leg: rtt * 1000 for leg, rtt in (("client", lab.rtt), ("backend", lab.backend_rtt)) if rtt}
+    for leg, rtt_ms in delays.items():      # a delay line with this RTT on the leg; which end was captured
+        legs[leg].update(delay_ms=rtt_ms, captured_at=lab.captured_at(leg))
     return write_metadata(out, {
         "setup": setup.name, "picture": setup.picture, "summary": setup.summary, "tls": tls, "resumed": resumed,
         "network": network.name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"tlsproxy capture --setup {setup.name} --out {shlex.quote(str(out))}"
-                              + (f" --tls {tls}" if tls else "") + (" --resumed" if resumed else ""),
+                              + (f" --tls {tls}" if tls else "") + (" --resumed" if resumed else "")
+                              + (" --hrr" if hrr else "") + (f" --rtt {lab.rtt * 1000:g}" if lab.rtt else "")
+                              + (f" --backend-rtt {lab.backend_rtt * 1000:g}" if lab.backend_rtt else ""),
+        "rtt_ms": lab.rtt * 1000 or None, "backend_rtt_ms": lab.backend_rtt * 1000 or None, "hrr": hrr,
         "hosts": {host: lab.address(host) for host in setup.hosts},
         "ports": lab.ports,
         "server_name": "www.example.test",
@@ -155,7 +176,11 @@ def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: li
     lines = [f"TLS Termination Lab capture: {bundle.title}",
              f"  {bundle.metadata.get('picture', '')}: {bundle.metadata.get('summary', '')}",
              f"  made with: {bundle.metadata.get('command', '?')}",
-             "  hosts: " + ", ".join(f"{h} {a}" for h, a in bundle.hosts.items()), ""]
+             "  hosts: " + ", ".join(f"{h} {a}" for h, a in bundle.hosts.items())]
+    lines += [f"  {leg} leg: through a delay line of {info['delay_ms']:g} ms RTT, "
+              f"captured at the {info.get('captured_at', info['ends'][0])}'s end"
+              for leg, info in bundle.metadata.get("legs", {}).items() if info.get("delay_ms")]
+    lines.append("")
     for leg, check in decryptions.items():
         lines += [f"== {leg} leg ({' <-> '.join(bundle.legs[leg].ends)}, {bundle.legs[leg].pcap.name})",
                   check.format(), ""]
@@ -175,6 +200,14 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for pcaps, keys, pictures, summary")
     parser.add_argument("--tls", choices=("1.2", "1.3"), default="1.3", help="the client's TLS version")
     parser.add_argument("--resumed", action="store_true", help="a second connection that resumes the session")
+    parser.add_argument("--rtt", type=float, default=0.0, metavar="MS",
+                        help="add this round-trip time (ms) between client and proxy: a userspace delay line "
+                             "(course/delay.py; the TCP handshake itself is not delayed)")
+    parser.add_argument("--backend-rtt", type=float, default=0.0, metavar="MS",
+                        help="add this round-trip time (ms) between proxy and origin")
+    parser.add_argument("--hrr", action="store_true",
+                        help="the client offers a key share for P-521 only, which the proxy refuses: "
+                             "a HelloRetryRequest (TLS 1.3), one more round trip")
     parser.add_argument("--no-pictures", action="store_true", help="skip the ladder diagram (PNG, SVG)")
     parser.add_argument("--from-bundle", metavar="DIR", help="analyse an existing capture bundle, capture nothing")
     parser.add_argument("--lesson", choices=("forward-secrecy",),
@@ -197,6 +230,15 @@ def run_lesson(out: Path) -> int:
     return 0
 
 
+def _milliseconds(value: float, flag: str) -> float:
+    """A delay flag in ms, as seconds; a bounded, non-negative value (course.delay.MAX_RTT)."""
+    from course.delay import MAX_RTT
+
+    if not 0 <= value <= MAX_RTT * 1000:
+        raise ConfigError(f"{flag} takes 0 to {MAX_RTT * 1000:.0f} ms, not {value:g}")
+    return value / 1000
+
+
 def run_cli(args: argparse.Namespace) -> int:
     # Every path below decrypts with scapy, the bundled capture too: without it, stop here
     # (``course.cli`` turns the ModuleNotFoundError into one line saying what to install).
@@ -210,18 +252,22 @@ def run_cli(args: argparse.Namespace) -> int:
         if Path(args.from_bundle).resolve() != out.resolve():
             bundle = bundle.copy_to(out)
     else:
+        check_hrr(SETUPS[args.setup], args.tls, args.hrr)
+        rtt, backend_rtt = _milliseconds(args.rtt, "--rtt"), _milliseconds(args.backend_rtt, "--backend-rtt")
         reason = capture_available()
         if reason is None and args.setup not in available_setups():
             reason = f"setup {args.setup} is not implemented yet (proxy/modes/{SETUPS[args.setup].mode}.py)"
         if reason:
             example = load_example(args.setup, args.tls, args.resumed)
+            unmet = " (it has no added RTT and no HelloRetryRequest)" if rtt or backend_rtt or args.hrr else ""
             print(f"tlsproxy capture: {reason}; analysing the bundled example capture "
-                  f"({example.title}) instead.", file=sys.stderr)
+                  f"({example.title}) instead{unmet}.", file=sys.stderr)
             bundle = example.copy_to(out)
         else:
             command = shlex.join(["tlsproxy", "capture", *sys.argv[2:]]) if len(sys.argv) > 2 else None
             try:
-                bundle = capture_setup(args.setup, out, tls=args.tls, resumed=args.resumed, command=command)
+                bundle = capture_setup(args.setup, out, tls=args.tls, resumed=args.resumed, command=command,
+                                       rtt=rtt, backend_rtt=backend_rtt, hrr=args.hrr)
             except (RuntimeError, TimeoutError) as error:
                 raise ConfigError(str(error)) from None
     report = analyse(bundle, out, pictures=not args.no_pictures)

@@ -12,6 +12,26 @@ listening on port 0 and reporting the real port in its first line of output.  Th
 captures run on the legs the table names (``leg_names``: ``client`` and, behind a
 proxy, ``backend``), between the hosts it says they join (``leg_ends``).
 
+**Added round-trip time** (``Lab(..., rtt=0.040, backend_rtt=0.020)``): a delay line
+(``course.delay``, ``python -m course.delay``) is started as one more process in
+front of the leg's listening party, on that party's host, and the connecting party
+dials the line instead::
+
+    client ──▶ delay line (RTT/2 each way) ──▶ proxy ──▶ delay line ──▶ origin
+
+On loopback the line runs in front of the server and the capture of the leg holds the
+connecting party's connection *to the line* (``capture_port``): what the client's (or
+the proxy's) own network card would show, a ClientHello answered one RTT after it
+left; the line binds its onward connection to the connecting party's address, so the
+proxy still logs the client's.  In the namespace lab the captures run on the proxy's
+interfaces, so the line runs on the connecting host instead (the client's namespace;
+the proxy's for the backend leg), the server sees the connecting host's own address,
+and the capture holds the line's onward connection: the listening end's view
+(``captured_at``).  Either way ClientHello to request is the same number of RTTs.  ``run_client(hrr=True)`` makes the lab client offer a key share
+for P-521 only (through an OpenSSL configuration file, ``OPENSSL_CONF``: Python's
+``ssl`` cannot choose groups), which the proxy's Mozilla-intermediate groups refuse,
+so the server answers with a HelloRetryRequest (RFC 8446 §4.1.4) asking for X25519.
+
 Every TLS endpoint writes its secrets to its own key log, so the capture bundle can
 say exactly who held which keys:
 
@@ -43,6 +63,20 @@ from course.children import stop_child
 from course.setups import BY_NAME, Setup
 
 START_TIMEOUT = 15.0
+# The lab client's OpenSSL configuration for a HelloRetryRequest: its first group, and so its
+# only key share, is P-521, which the proxy does not accept (proxy.tls.contexts.GROUPS).
+HRR_GROUPS = "P-521:X25519"
+HRR_OPENSSL_CONF = """\
+# Read by OpenSSL when the lab client starts (OPENSSL_CONF): every context it makes offers
+# these groups, in this order, with a key share for the first one only (OpenSSL 3's default).
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+Groups = {groups}
+"""
 STOP_TIMEOUT = 5.0
 CLIENT_TIMEOUT = 30.0
 WWW = "www.example.test"
@@ -65,6 +99,7 @@ class Loopback:
     """Every host on this machine's loopback interface."""
 
     name = "loopback"
+    DELAY_BESIDE = "listening"      # a delay line runs in front of the server (Lab._delay_host)
     HOSTS = {"client": "127.0.0.2", "proxy": "127.0.0.1", "origin": "127.0.0.1"}
 
     def address(self, host: str, toward: str) -> str:
@@ -84,6 +119,7 @@ class Namespaces:
     """Client, proxy and origin as the hosts of a ``lab.topology.Topology`` that is up."""
 
     name = "namespaces"
+    DELAY_BESIDE = "connecting"     # a delay line runs on the connecting host (Lab._delay_host)
 
     def __init__(self, net) -> None:
         self.net = net
@@ -117,8 +153,9 @@ def _environment(keylog: Path | None = None) -> dict[str, str]:
 class Lab:
     """One setup's origin and proxy, started in ``out``; a context manager that stops them."""
 
-    def __init__(self, setup: Setup, network, out: Path, pki) -> None:
+    def __init__(self, setup: Setup, network, out: Path, pki, *, rtt: float = 0.0, backend_rtt: float = 0.0) -> None:
         self.setup, self.network, self.out, self.pki = setup, network, Path(out), pki
+        self.rtt, self.backend_rtt = rtt, backend_rtt if setup.has_proxy else 0.0
         self.processes: list[subprocess.Popen] = []
         self.ports: dict[str, int] = {}
         self.keys = self.out / "keys"
@@ -141,8 +178,12 @@ class Lab:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             self.ports["origin"] = self._start_origin()
+            if self.backend_rtt:
+                self.ports["backend-delay"] = self._start_delay("backend", self.backend_rtt)
             if self.setup.has_proxy:
                 self.ports["proxy"] = self._start_proxy()
+            if self.rtt:
+                self.ports["delay"] = self._start_delay("client", self.rtt)
         except BaseException:
             self.stop()
             raise
@@ -171,6 +212,53 @@ class Lab:
             time.sleep(0.02)
         raise TimeoutError(f"{log_name[:-4]} did not report a listening port within {START_TIMEOUT:.0f} s")
 
+    # -- the delay lines
+    def leg_hosts(self, leg: str) -> tuple[str, str]:
+        """(the host that connects, the host that listens) of ``leg``."""
+        return ("client", self.front) if leg == "client" else ("proxy", "origin")
+
+    def _delay_key(self, leg: str) -> str:
+        return "delay" if leg == "client" else "backend-delay"
+
+    def _delay_host(self, leg: str) -> str:
+        """Where ``leg``'s delay line runs: in front of the server (loopback), or beside the
+        connecting party (namespaces: so the server sees that party's own address)."""
+        connecting, listening = self.leg_hosts(leg)
+        return listening if self.network.DELAY_BESIDE == "listening" else connecting
+
+    def dial(self, leg: str) -> tuple[str, int]:
+        """The address the connecting party of ``leg`` dials: its delay line's, else the server's."""
+        _, listening = self.leg_hosts(leg)
+        if self._delay_key(leg) in self.ports:
+            return self.address(self._delay_host(leg)), self.ports[self._delay_key(leg)]
+        return self.address(listening), self.ports[listening]
+
+    def capture_port(self, leg: str) -> int:
+        """The port the capture of ``leg`` filters on: the one the captured connection goes to."""
+        _, listening = self.leg_hosts(leg)
+        if self._delay_key(leg) in self.ports and self._delay_host(leg) == listening:
+            return self.ports[self._delay_key(leg)]
+        return self.ports[listening]
+
+    def captured_at(self, leg: str) -> str:
+        """Which end of a delayed leg the capture saw: the line plays the long cable, and
+        the capture sits on the far side of the line from where the line runs."""
+        connecting, listening = self.leg_hosts(leg)
+        return connecting if self._delay_host(leg) == listening else listening
+
+    def _start_delay(self, leg: str, rtt: float) -> int:
+        """``leg``'s delay line (``python -m course.delay``), onward to the leg's server."""
+        connecting, listening = self.leg_hosts(leg)
+        host = self._delay_host(leg)
+        if host == connecting and self.setup.mode == "forward" and leg == "backend":
+            raise RuntimeError("a backend delay line in the namespace lab would sit at the forward proxy's own "
+                               "address, which its destination policy refuses: use loopback for this one")
+        argv = [sys.executable, "-m", "course.delay", "--listen", f"{self.address(host)}:0",
+                "--connect", f"{self.address(listening)}:{self.ports[listening]}", "--rtt", f"{rtt * 1000:g}"]
+        if host == listening:               # the server logs the connecting party's address, not the line's
+            argv += ["--source", self.address(connecting)]
+        return self._spawn(host, argv, f"delay-{leg}.log", _environment())
+
     def _start_origin(self) -> int:
         argv, keylog = self.origin_argv()
         return self._spawn("origin", argv, "origin.log", _environment(keylog))
@@ -191,7 +279,7 @@ class Lab:
 
     def proxy_argv(self) -> list[str]:
         """``tlsproxy serve`` for this setup, to the origin already listening."""
-        origin = f"{self.address('origin')}:{self.ports['origin']}"
+        origin = "%s:%d" % self.dial("backend")
         argv = [sys.executable, "-m", "course.cli", "serve", "--mode", self.setup.mode,
                 "--listen", f"{self.address('proxy')}:0", "--access-log", str(self.logs / "access.log")]
         if self.setup.mode == "terminate":
@@ -205,28 +293,36 @@ class Lab:
         elif self.setup.mode == "passthrough":
             argv += ["--backend", f"https://{origin}"]
         elif self.setup.mode == "forward":       # CONNECT www.example.test:PORT, to the origin only
-            origin_ip, port = self.address("origin"), self.ports["origin"]
+            origin_ip, port = self.dial("backend")
             argv += ["--forward-host", f"{WWW}={origin_ip}", "--connect-port", str(port),
                      "--allow", f"dst={origin_ip}/32 port={port}"]
         return argv
 
     def client_argv(self, *, tls: str = "1.3", resumed: bool = False) -> list[str]:
-        front = f"{self.address(self.front)}:{self.ports[self.front]}"
+        front = "%s:%d" % self.dial("client")
         argv = [sys.executable, "-m", "course.capture.client", "--connect", front,
                 "--source", self.address("client"), "--server-name", WWW]
         if self.setup.tunnel:            # the forward proxy resolves the name (--forward-host)
-            argv += ["--tunnel", f"{WWW}:{self.ports['origin']}"]
+            argv += ["--tunnel", f"{WWW}:{self.dial('backend')[1]}"]
         if self.setup.client_tls:
             argv += ["--ca", str(self.pki.ca), "--tls", tls] + (["--resumed"] if resumed else [])
         else:
             argv += ["--plain"]
         return argv
 
-    def run_client(self, *, tls: str = "1.3", resumed: bool = False) -> dict:
-        """Run the lab client to completion in the client's network; return its report."""
+    def run_client(self, *, tls: str = "1.3", resumed: bool = False, hrr: bool = False) -> dict:
+        """Run the lab client to completion in the client's network; return its report.
+        ``hrr``: offer a P-521 key share first, which earns a HelloRetryRequest (TLS 1.3)."""
         keylog = self.keys / "client.log" if self.setup.client_tls else None
+        env = _environment(keylog)
+        if hrr:
+            if tls != "1.3" or not self.setup.client_tls:
+                raise RuntimeError("a HelloRetryRequest is TLS 1.3's (RFC 8446 §4.1.4): use it with --tls 1.3")
+            conf = self.logs / "client-openssl.cnf"
+            conf.write_text(HRR_OPENSSL_CONF.format(groups=HRR_GROUPS))
+            env["OPENSSL_CONF"] = str(conf)
         done = self.network.run("client", self.client_argv(tls=tls, resumed=resumed), capture_output=True,
-                                text=True, timeout=CLIENT_TIMEOUT, env=_environment(keylog), cwd=str(PACKAGE_ROOT))
+                                text=True, timeout=CLIENT_TIMEOUT, env=env, cwd=str(PACKAGE_ROOT))
         if done.returncode != 0:
             raise RuntimeError(f"the lab client failed ({done.returncode}): {done.stderr.strip()[-800:]}")
         return json.loads(done.stdout)

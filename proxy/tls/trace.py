@@ -38,10 +38,15 @@ A TLS 1.3 full handshake traced by the client reads::
     received  server -> client  EncryptedExtensions, Certificate, CertificateVerify, Finished
     sent      client -> server  Finished
     received  server -> client  NewSessionTicket (x2, after the first read)
+
+A client whose key share the server cannot use first receives a HelloRetryRequest
+(RFC 8446 §4.1.4).  On the wire, and in OpenSSL's report, it is a ServerHello with a
+special random (§4.1.3); ``make_event`` names it ``HelloRetryRequest``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import ssl
@@ -74,6 +79,9 @@ INNER_CONTENT_TYPE = 0x101            # OpenSSL's SSL3_RT_INNER_CONTENT_TYPE
 TRACE_UNAVAILABLE = ("handshake traces are off: this Python's ssl.SSLContext has no _msg_callback "
                      "(a private CPython hook, added in 3.8); connections work as usual")
 MESSAGE_KINDS = ("handshake", "change_cipher_spec", "alert")
+# RFC 8446 §4.1.3 (the same constant as proxy.tls.keyschedule's; not imported from there,
+# so that tracing needs no cryptography)
+HELLO_RETRY_REQUEST_RANDOM = hashlib.sha256(b"HelloRetryRequest").digest()
 
 
 def trace_available() -> bool:
@@ -116,7 +124,7 @@ def make_event(*, server_side: bool, direction: str, version: int, content_type:
     elif content_type == INNER_CONTENT_TYPE:
         kind, name = "inner_content_type", f"inner content type: {_content_name(first)}"
     elif content_type == ContentType.HANDSHAKE:
-        kind, name = "handshake", handshake_name(first) if first is not None else "handshake (empty)"
+        kind, name = "handshake", _handshake_message_name(data)
     elif content_type == ContentType.ALERT:
         level = ALERT_LEVELS.get(data[0], str(data[0])) if data else "?"
         msg_type = data[1] if len(data) > 1 else None
@@ -128,6 +136,17 @@ def make_event(*, server_side: bool, direction: str, version: int, content_type:
     return TraceEvent("sent" if sent else "received", me if sent else peer, kind, content_type, name,
                       length, int(version), time.perf_counter() if when is None else when,
                       msg_type=msg_type, data=bytes(data))
+
+
+def _handshake_message_name(data: bytes) -> str:
+    """The message's name; RFC 8446 §4.1.3: a HelloRetryRequest is a ServerHello (type 2)
+    whose random is the SHA-256 of "HelloRetryRequest".  OpenSSL reports it as a
+    ServerHello, so the name comes from the bytes (header 4, legacy_version 2, random 32)."""
+    if not data:
+        return "handshake (empty)"
+    if data[0] == HandshakeType.SERVER_HELLO and bytes(data[6:38]) == HELLO_RETRY_REQUEST_RANDOM:
+        return "HelloRetryRequest"
+    return handshake_name(data[0])
 
 
 def _content_name(content_type: int | None) -> str:
