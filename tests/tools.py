@@ -31,3 +31,14 @@ def require_root(reason: str) -> None:
         if IN_CI:
             pytest.fail(f"needs root: {reason}", pytrace=False)
         pytest.skip(f"needs root: {reason}")
+
+
+def require_live_capture() -> None:
+    """Root and tshark, or skip (fail in CI); as root, a capture that cannot start fails."""
+    require_root("live packet capture")
+    require_tool("tshark")
+    from course.capture.sniff import capture_available  # needs scapy: callers importorskip it
+
+    reason = capture_available()
+    if reason:
+        pytest.fail(f"running as root, yet capture is not possible: {reason}")

@@ -24,18 +24,14 @@ from course.capture.ladder import ladder_arrows  # noqa: E402
 from course.capture.run import capture_setup  # noqa: E402
 from course.capture.secrecy import analyse_lesson, capture_lesson  # noqa: E402
 from course.capture.setups import SETUPS, Namespaces  # noqa: E402
-from course.capture.sniff import NO_CAPTURE_VARIABLE, Capture, capture_available  # noqa: E402
+from course.capture.sniff import NO_CAPTURE_VARIABLE, Capture  # noqa: E402
 from course.capture.whosees import ITEMS, who_sees_what  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from tests.tools import require_root, require_tool  # noqa: E402
+from tests.tools import require_live_capture, require_tool  # noqa: E402
 
 @pytest.fixture(scope="module")
 def live():
-    require_root("live packet capture")
-    require_tool("tshark")
-    reason = capture_available()
-    if reason:
-        pytest.fail(f"running as root, yet capture is not possible: {reason}")
+    require_live_capture()
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,8 @@ pytest.importorskip("scapy")
 
 from course.capture.ladder import ladder_arrows  # noqa: E402
 from course.capture.run import capture_setup  # noqa: E402
-from course.capture.sniff import capture_available  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from tests.tools import require_root, require_tool  # noqa: E402
+from tests.tools import require_live_capture, require_tool  # noqa: E402
 
 RTT = 0.040
 SLACK = 0.003
@@ -42,11 +41,7 @@ STUCK = 2.0            # an upper bound that only catches a stuck line, not slow
 
 @pytest.fixture(scope="module")
 def live():
-    require_root("live packet capture")
-    require_tool("tshark")
-    reason = capture_available()
-    if reason:
-        pytest.fail(f"running as root, yet capture is not possible: {reason}")
+    require_live_capture()
 
 
 @dataclass(frozen=True)
