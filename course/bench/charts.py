@@ -327,6 +327,56 @@ def vs_nginx(document: dict, out: Path) -> list[Path]:
 CHARTS = (offload, origin_cpu, handshakes, throughput_latency, vs_nginx)
 
 
+# --------------------------------------------------------------------------- the sweep (its own document)
+SWEEP_COLORS = {"threads": COLORS["proxy"], "event loop": COLORS["pooling"], "nginx": COLORS["nginx"]}
+
+
+def sweep(document: dict, out: str | os.PathLike[str]) -> list[Path]:
+    """``course.bench.sweep``'s chart: per workload, proxy CPU per request (top) and p99 (bottom) against
+    connections, one line per engine through the medians, one dot per round."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workloads = document["parameters"]["workloads"]
+    fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 7.5), squeeze=False)
+    for column, workload in enumerate(workloads):
+        rows = [r for r in document.get("summary", []) if r["workload"] == workload]
+        for row_index, (median_key, rounds_key, scale, unit) in enumerate((
+                ("proxy_cpu_us_per_request", "proxy_cpu_us_rounds", 1.0, "proxy CPU per request, µs"),
+                ("p99_us", "p99_us_rounds", 1e-3, "p99 latency, ms (wrk)"))):
+            ax = axes[row_index][column]
+            if not rows:
+                _no_data(ax, workload)
+                continue
+            for engine, color in SWEEP_COLORS.items():
+                mine = sorted((r for r in rows if r["engine"] == engine and r[median_key] is not None),
+                              key=lambda r: r["connections"])
+                if not mine:
+                    continue
+                ax.plot([r["connections"] for r in mine], [r[median_key] * scale for r in mine], "-o",
+                        color=color, label=engine, markersize=4)
+                for r in mine:
+                    ax.scatter([r["connections"]] * len(r[rounds_key]), [v * scale for v in r[rounds_key]],
+                               color=color, s=8, alpha=0.5)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(document["parameters"]["connections"],
+                          [str(c) for c in document["parameters"]["connections"]])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if row_index == 1:
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xlabel("concurrent connections (wrk -c)")
+            ax.set_ylim(bottom=0 if row_index == 0 else None)
+            ax.set_ylabel(unit)
+            handshake = document["handshakes"].get(workload, "").replace("; ", ";\n")
+            ax.set_title(f"{workload}: {handshake}" if row_index == 0 else workload, fontsize=8)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle("One thread per connection against one event loop, and nginx (1 worker): terminate, TLS 1.3, "
+                 "driven by wrk, one interleaved run", fontsize=10)
+    return _save(fig, out, "sweep", document)
+
+
 def draw_all(document: dict, out: str | os.PathLike[str]) -> list[Path]:
     """Every chart as PNG and SVG in ``out``; the paths written."""
     out = Path(out)

@@ -261,5 +261,9 @@ def run_wrk_cell(running: RunningSetup, workload: Workload, *, duration: float, 
     spent = cpu.difference(after, before)
     spent["client"] = cpu.CpuTimes(usage.ru_utime, usage.ru_stime)
     measurement = _measurement(running, workload, "wrk", result, spent, t1 - t0)
+    # wrk keeps each connection's session and offers it when it reconnects (its ssl.c
+    # session callback): its new-connection rows are resumed handshakes after each
+    # connection's first, not full ones.  Our load generator's rows are the full ones.
+    measurement["resume"] = workload.kind == "newconn"
     add_switches(measurement, cpu.switch_difference(switches_after, switches_before))
     return measurement

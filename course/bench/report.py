@@ -50,6 +50,9 @@ def format_table(document: dict) -> str:
                 f"{_fmt(cpu.get('proxy')):>8}{_fmt(r['system_cpu_us_per_request']):>8}{_fmt(cpu.get('client')):>8}"
                 f"{_fmt((lat.get('p50') or 0) / 1000, '.2f'):>9}{_fmt((lat.get('p99') or 0) / 1000, '.2f'):>9}"
                 f"{r['errors']:>7}{extra}")
+    if any(r["client"] == "wrk" and r["resume"] for r in document["summary"]):
+        lines.append("\n  wrk keeps each connection's TLS session and offers it when it reconnects: its new-connection "
+                     "rows are resumed handshakes after each connection's first; the loadgen rows are full ones.")
     return "\n".join(lines)
 
 

@@ -238,8 +238,9 @@ def nginx_ratios(summary: list[dict], floor: dict | None, measurements: list[dic
     for workload in ("keepalive-1k", "newconn"):  # the same two targets with wrk as the client
         proxy_value, nginx_value, value = _cpu_ratio(summary, workload, "wrk")
         if value is not None:
+            resumed = " (wrk resumes its session on each reconnect)" if workload == "newconn" else ""
             rows.append({"workload": f"{workload} (wrk)", "figure": "cpu_ratio",
-                         "meaning": "proxy CPU/request over nginx's, wrk as the client", "proxy": proxy_value,
+                         "meaning": f"proxy CPU/request over nginx's, wrk as the client{resumed}", "proxy": proxy_value,
                          "reference": nginx_value, "unit": "µs/req", "value": value, "comparison": None,
                          "target": None, "met": None})
     return rows

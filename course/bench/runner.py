@@ -27,6 +27,12 @@ saving behind the terminator into what TLS costs it (direct-https − direct-htt
 what connection pooling saves it (terminate-unpooled − terminate), printed after the
 table and kept in ``results.json`` under ``offload`` (``course.bench.offload``).
 
+``--eventloop`` (on by default in full runs) adds ``terminate-eventloop``, setup 3's
+proxy on the event-loop engine, on keep-alive, new connection and bulk.  ``--sweep``
+asks a different question and runs only it: the keep-alive and new-connection
+workloads driven by wrk at 1, 4, 16, 64 and 256 connections on the threaded engine,
+the event loop and nginx, interleaved (``course.bench.sweep``).
+
 ``--vs-nginx`` prints the proxy-over-nginx ratios with the targets of the issue and
 whether each is met, beside the crypto floor.  ``--profile`` then runs the proxy
 once more under cProfile (every thread) with the keep-alive workload and prints the
@@ -82,6 +88,9 @@ class Options:
     profile_workload: str = "keepalive-1k"
     layers: bool | None = None  # None: with --vs-nginx, when perf is installed
     unpooled: bool | None = None  # the no-backend-keep-alive variants; None: in full runs, not --quick
+    eventloop: bool | None = None  # the event-loop engine beside the threaded one; None: in full runs
+    sweep: bool = False  # the concurrency sweep (course.bench.sweep) instead of the workload table
+    connections: tuple[int, ...] = ()  # the sweep's connection counts (default sweep.CONNECTIONS)
 
     @classmethod
     def quick_defaults(cls, **overrides) -> Options:
@@ -93,14 +102,19 @@ def want_unpooled(options: Options) -> bool:
     return options.unpooled if options.unpooled is not None else not options.quick
 
 
+def want_eventloop(options: Options) -> bool:
+    return options.eventloop if options.eventloop is not None else not options.quick
+
+
 def available_setups(options: Options, notes: list[str]) -> list[str]:
     """The setups (and bench variants) this machine and this tree can run, in teaching order."""
     wanted = list(options.setups or ALL)
     unknown = [s for s in wanted if s not in variants.ORDER]
     if unknown:
         raise ConfigError(f"unknown setup {unknown[0]!r} (one of {', '.join(variants.ORDER)})")
-    if want_unpooled(options):  # each variant beside its base, when the base is asked for
-        wanted += [v.name for v in variants.VARIANTS if v.base in wanted and v.name not in wanted]
+    groups = [g for g, on in (("unpooled", want_unpooled(options)), ("eventloop", want_eventloop(options))) if on]
+    for group in groups:  # each variant beside its base, when the base is asked for
+        wanted += [v.name for v in variants.in_group(group) if v.base in wanted and v.name not in wanted]
     wanted.sort(key=variants.order)
     chosen = []
     for setup in wanted:
@@ -317,6 +331,14 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     add("--unpooled", action=argparse.BooleanOptionalAction, default=None,
         help="also run terminate and nginx with no backend keep-alive (bench-only variants), to split the "
              "origin's saving into TLS offload and connection pooling (default: in full runs)")
+    add("--eventloop", action=argparse.BooleanOptionalAction, default=None,
+        help="also run setup 3's proxy on the event-loop engine (terminate-eventloop) on keep-alive, new "
+             "connection and bulk (default: in full runs)")
+    add("--sweep", action="store_true",
+        help="run only the concurrency sweep: wrk at each of --connections on the threaded engine, the event "
+             "loop and nginx (terminate), keep-alive and new connection, interleaved rounds; sweep.png/.svg")
+    add("--connections", metavar="N,N,...",
+        help="the sweep's connection counts (default 1,4,16,64,256)")
     add("--crypto-floor", action=argparse.BooleanOptionalAction, default=None,
         help="run openssl speed for the floor (default: full runs and --vs-nginx)")
     add("--no-charts", action="store_true", help="skip the charts")
@@ -340,6 +362,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                       crypto_floor=args.crypto_floor, charts=not args.no_charts, certs=args.certs,
                       profile=args.profile, profile_seconds=args.profile_seconds,
                       profile_workload=args.profile_workload, layers=args.layers, unpooled=args.unpooled,
+                      eventloop=args.eventloop, sweep=args.sweep, connections=_connections(args.connections),
                       **overrides)
     if options.rounds < 1 or options.duration <= 0 or options.warmup < 0:
         raise ConfigError("--rounds must be at least 1 and --duration positive")
@@ -350,8 +373,24 @@ def options_from_args(args: argparse.Namespace) -> Options:
     return options
 
 
+def _connections(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--connections {text!r}: expected numbers separated by commas, e.g. 1,4,16") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--connections {text!r}: every count must be at least 1")
+    return counts
+
+
 def run_cli(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    if options.sweep:
+        from course.bench import sweep
+
+        return sweep.run_cli(options)
     document = run_benchmark(options)
     print(format_table(document))
     if document.get("offload"):

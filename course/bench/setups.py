@@ -21,7 +21,8 @@ process, so the kernel keeps its CPU time apart from everyone else's
 The bench-only variants of ``course.bench.variants`` start their base's processes
 with one setting turned: ``terminate-unpooled`` is terminate's proxy with
 ``--pool-max-idle 0`` and ``nginx-unpooled`` nginx without upstream ``keepalive``,
-both opening a new connection to the origin for every request.
+both opening a new connection to the origin for every request; ``terminate-eventloop``
+is terminate's proxy with ``--engine eventloop``.
 
 The origin is ``python -m course.origin``; the proxy is ``python -m course.bench.serve``
 (``tlsproxy serve``'s flags with the access log off, as nginx's is); nginx runs the
@@ -53,7 +54,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course.bench.variants import backend_keepalive, base_of
+from course.bench.variants import backend_keepalive, base_of, engine
 from course.bench.workloads import NGINX
 from course.children import stop_child
 from course.setups import BY_NAME, SETUPS, Setup
@@ -250,6 +251,8 @@ class SetupLauncher:
             flags = self.proxy_flags(facts, origin.port)
             if not backend_keepalive(setup):  # the unpooled variant: no idle backend connection kept
                 flags += ["--pool-max-idle", "0"]
+            if engine(setup) != "threaded":  # the event-loop variant: the same flags, the other engine
+                flags += ["--engine", engine(setup)]
             return proxy_child(f"{tag}-proxy", self.logdir, flags, profile)
         if base_of(setup) == NGINX:
             from course.nginx import terminate_conf

@@ -29,6 +29,15 @@ so that, per workload (``course.bench.offload``)::
 The variants run on the workloads in ``Variant.workloads`` (keep-alive and new
 connection: the two the offload chart splits) in full runs, and in ``--quick`` runs
 with ``--unpooled`` (the notebook and ``make diagrams`` ask for it).
+
+The second question: what does the *engine* change?  ``terminate-eventloop`` is setup
+3's proxy started with ``--engine eventloop`` (``proxy/eventloop/``: one thread,
+readiness events) instead of a thread per connection; everything else, the origin
+and the certificates included, is the same.  It runs with ``--eventloop`` (on by
+default in full runs) and in the concurrency sweep (``course.bench.sweep``)::
+
+    terminate            loadgen ══TLS══▶ proxy, a thread per connection ──HTTP──▶ origin
+    terminate-eventloop  loadgen ══TLS══▶ proxy, one thread, epoll ──────HTTP──▶ origin
 """
 
 from __future__ import annotations
@@ -50,22 +59,28 @@ class Variant:
     name: str
     base: str  # the setup of course.setups, or nginx, whose processes it starts
     summary: str
+    group: str  # the bench option that adds it: "unpooled" (--unpooled) or "eventloop" (--eventloop)
     backend_keepalive: bool = True  # False: the proxy keeps no idle connection to the origin
+    engine: str = "threaded"  # proxy.config.ENGINES: the proxy's engine (--engine)
     workloads: tuple[str, ...] = ("keepalive-1k", "newconn")
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(f"{TERMINATE}-unpooled", TERMINATE,
             "setup 3 without backend keep-alive: the proxy opens a new connection to the origin per request",
-            backend_keepalive=False),
+            "unpooled", backend_keepalive=False),
     Variant(f"{NGINX}-unpooled", NGINX,
             "nginx without upstream keepalive: a new connection to the origin per request",
-            backend_keepalive=False),
+            "unpooled", backend_keepalive=False),
+    Variant(f"{TERMINATE}-eventloop", TERMINATE,
+            "setup 3 on the event-loop engine: one thread serves every connection (proxy/eventloop/)",
+            "eventloop", engine="eventloop", workloads=("keepalive-1k", "newconn", "bulk-1m")),
 )
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 UNPOOLED = VARIANTS[0].name  # the one the offload decomposition reads
 NGINX_UNPOOLED = VARIANTS[1].name
+EVENTLOOP = VARIANTS[2].name  # the engine comparison (course.bench.sweep)
 
 # Every column the benchmark can run, in teaching order: each variant right after its base.
 ORDER: tuple[str, ...] = tuple(name for base in ALL for name in (base, *(v.name for v in VARIANTS if v.base == base)))
@@ -79,6 +94,16 @@ def base_of(setup: str) -> str:
 def backend_keepalive(setup: str) -> bool:
     """Does the proxy of ``setup`` keep idle connections to the origin (its pool)?"""
     return BY_NAME[setup].backend_keepalive if setup in BY_NAME else True
+
+
+def engine(setup: str) -> str:
+    """The engine the proxy of ``setup`` runs (nginx and the setups without a proxy: "threaded", unused)."""
+    return BY_NAME[setup].engine if setup in BY_NAME else "threaded"
+
+
+def in_group(group: str) -> list[Variant]:
+    """The variants one bench option adds."""
+    return [v for v in VARIANTS if v.group == group]
 
 
 def order(setup: str) -> int:

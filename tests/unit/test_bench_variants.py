@@ -15,7 +15,7 @@ import pytest
 from course import setups as project_setups
 from course.bench import runner, serve, variants, workloads
 from course.bench.setups import NginxPlan, SetupLauncher, instance_key
-from course.bench.variants import NGINX_UNPOOLED, UNPOOLED
+from course.bench.variants import EVENTLOOP, NGINX_UNPOOLED, UNPOOLED
 from proxy import config as cfg
 from proxy.errors import ConfigError
 from tests.unit.test_setups import copied_names
@@ -103,7 +103,21 @@ def test_full_runs_include_them_and_setups_can_name_them():
     full = cells()
     assert UNPOOLED in full["newconn"] and UNPOOLED not in full["bulk-1m"]
     assert UNPOOLED not in cells(unpooled=False)["newconn"]
-    assert cells(setups=["terminate"], unpooled=True)["newconn"] == ["terminate", UNPOOLED]
+    assert cells(setups=["terminate"], unpooled=True, eventloop=False)["newconn"] == ["terminate", UNPOOLED]
+    assert cells(setups=["terminate"], unpooled=False)["bulk-1m"] == ["terminate", EVENTLOOP]
+    assert all(EVENTLOOP not in setups for setups in cells(quick=True).values())
     assert cells(setups=[UNPOOLED], workloads=["newconn"]) == {"newconn": [UNPOOLED]}
     with pytest.raises(ConfigError):
         cells(setups=["terminate-nope"])
+
+
+def test_the_eventloop_variant_is_terminate_s_proxy_on_the_other_engine(pki, tmp_path):
+    assert variants.base_of(EVENTLOOP) == "terminate" and variants.engine(EVENTLOOP) == "eventloop"
+    assert variants.engine("terminate") == "threaded" and variants.engine(workloads.NGINX) == "threaded"
+    origin, front = launch_plan(pki, tmp_path, EVENTLOOP)
+    _, threaded = launch_plan(pki, tmp_path, "terminate")
+    assert "--cert" not in origin.argv
+    assert front.argv[front.argv.index("--engine") + 1] == "eventloop"
+    assert "--engine" not in threaded.argv
+    assert front.argv[:front.argv.index("--engine")] == threaded.argv  # nothing else differs
+    assert cfg.ENGINES == ("threaded", "eventloop")
