@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from course.bench.httpclient import Connection, Endpoint, RequestFailed, open_connection
+from course.children import raise_file_limit
 
 ERROR_PAUSE = 0.01  # after a failed request: do not spin on a server that is down
 DEFAULT_MAX_REQUESTS = 1_000_000
@@ -369,6 +370,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plan = plan_from_args(args)
+    if plan.workload == "idle":
+        raise_file_limit()  # a socket per held connection
     try:
         result = run(plan, args.control)
     except Exception as error:  # reported to the runner as a line, not a traceback

@@ -60,6 +60,7 @@ from course.bench.report import format_offload, format_table, format_vs_nginx
 from course.bench.setups import SetupLauncher, instance_key
 from course.bench.workloads import ALL, BY_NAME, NGINX, WORKLOADS, Workload, select, setups_for
 from course.setups import BY_NAME as SETUP_FACTS
+from proxy import config as cfg
 from proxy.errors import ConfigError
 
 FORMAT = "tlsproxy-bench/1"
@@ -230,8 +231,12 @@ def run_idle(options: Options, setups: list[str], pki, workdir: Path, document: 
     for workload in select(options.workloads, quick=options.quick):
         if workload.kind != "idle":
             continue
-        for setup in setups_for(workload, setups, quick=options.quick):
-            launcher = SetupLauncher(pki, workdir / "idle")
+        columns = setups_for(workload, setups, quick=options.quick) + variants.for_workload(workload.name, setups)
+        # Every connection limit raised to what the row holds (Limits.max_connections, nginx's
+        # worker_connections), with room for the probe: the row measures memory, not a limit.
+        limit = workload.connections + 64 if workload.connections > cfg.Limits().max_connections else None
+        for setup in sorted(columns, key=variants.order):
+            launcher = SetupLauncher(pki, workdir / "idle", max_connections=limit)
             try:
                 target = launcher.start([instance_key(setup, workload.cert)])[instance_key(setup, workload.cert)]
                 print(f"bench: {workload.name} on {setup} (fresh processes)", file=sys.stderr)

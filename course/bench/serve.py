@@ -36,6 +36,7 @@ import threading
 import time
 from dataclasses import replace
 
+from course.children import raise_file_limit
 from proxy import config as cfg
 from proxy import server as proxy_server
 from proxy.errors import ConfigError
@@ -107,10 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-max-idle", type=int, metavar="N",
                         help="idle backend connections kept per backend (Limits.pool_max_idle); 0: none, "
                              "a new backend connection per request")
+    parser.add_argument("--max-connections", type=int, metavar="N",
+                        help="concurrent client connections (Limits.max_connections, default 1024): the "
+                             "10,000-idle-connection workload raises it, as nginx's worker_connections")
     args = parser.parse_args(argv)
     config = replace(proxy_server.config_from_args(args), access_log=None)
     if args.pool_max_idle is not None:
         config = with_pool_max_idle(config, args.pool_max_idle)
+    if args.max_connections is not None:
+        if args.max_connections < 1:
+            raise ConfigError(f"--max-connections must be at least 1, got {args.max_connections}")
+        config = replace(config, limits=replace(config.limits, max_connections=args.max_connections))
+    raise_file_limit()
     profiles = ThreadProfiles() if args.profile else None
     if profiles:
         profiles.install()

@@ -194,8 +194,10 @@ class RunningSetup:
 class SetupLauncher:
     """Starts the instances the run needs, origins first, all in parallel; stops them all."""
 
-    def __init__(self, pki: DemoPKI, workdir: Path, *, profile_dir: Path | None = None):
+    def __init__(self, pki: DemoPKI, workdir: Path, *, profile_dir: Path | None = None,
+                 max_connections: int | None = None):
         self.pki = pki
+        self.max_connections = max_connections  # None: the defaults (Limits.max_connections)
         self.workdir = workdir
         self.logdir = workdir / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +255,8 @@ class SetupLauncher:
                 flags += ["--pool-max-idle", "0"]
             if engine(setup) != "threaded":  # the event-loop variant: the same flags, the other engine
                 flags += ["--engine", engine(setup)]
+            if self.max_connections:
+                flags += ["--max-connections", str(self.max_connections)]
             return proxy_child(f"{tag}-proxy", self.logdir, flags, profile)
         if base_of(setup) == NGINX:
             from course.nginx import terminate_conf
@@ -261,7 +265,7 @@ class SetupLauncher:
             workdir = self.workdir / f"{tag}-nginx"
             cert_file, key_file = self.files(CERT_NAMES[cert])
             conf = terminate_conf(port, cert_file, key_file, [("127.0.0.1", origin.port)], workdir=str(workdir),
-                                  keepalive=backend_keepalive(setup))
+                                  keepalive=backend_keepalive(setup), max_connections=self.max_connections)
             return NginxPlan(port, workdir, conf)
         return None  # direct-http, direct-https: the client talks to the origin
 

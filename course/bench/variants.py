@@ -74,7 +74,8 @@ VARIANTS: tuple[Variant, ...] = (
             "unpooled", backend_keepalive=False),
     Variant(f"{TERMINATE}-eventloop", TERMINATE,
             "setup 3 on the event-loop engine: one thread serves every connection (proxy/eventloop/)",
-            "eventloop", engine="eventloop", workloads=("keepalive-1k", "newconn", "bulk-1m")),
+            "eventloop", engine="eventloop",
+            workloads=("keepalive-1k", "newconn", "bulk-1m", "idle-1000", "idle-10000")),
 )
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -16,7 +16,8 @@ RSA / TLS 1.2       the same handshake with an RSA-2048 certificate, or the
                     older protocol: the cost of the signature algorithm.
 bulk 1 MB / 20 MB   throughput: record encryption and copying dominate.
 upload 1 MB         the same, client to origin.
-idle 1,000          memory: 1,000 kept-alive TLS connections doing nothing.
+idle 1,000/10,000   memory: kept-alive TLS connections doing nothing (the second
+                    with every connection limit raised to hold them: C10K).
 ==================  ==========================================================
 
 ``QUICK`` marks the rows (and setups) ``tlsproxy bench --quick`` runs; everything
@@ -83,6 +84,8 @@ WORKLOADS: tuple[Workload, ...] = (
              upload_size=1 << 20, bulk=True, concurrency=2),
     Workload("idle-1000", "1,000 idle keep-alive TLS connections: resident memory", "idle",
              setups=("terminate", NGINX), connections=1000),
+    Workload("idle-10000", "10,000 idle keep-alive TLS connections: resident memory per engine", "idle",
+             setups=("terminate", NGINX), connections=10_000),
 )
 
 BY_NAME = {w.name: w for w in WORKLOADS}

@@ -89,12 +89,13 @@ def _main_settings(w: _Writer, config: cfg.Config, under) -> None:
 # --------------------------------------------------------------------------- the benchmark's reference
 def terminate_conf(listen_port: int, cert: str, key: str, upstreams: list[tuple[str, int]], *,
                    workdir: str, tls13_only: bool = False, keepalive: bool = True,
-                   listen_host: str = "127.0.0.1") -> str:
+                   listen_host: str = "127.0.0.1", max_connections: int | None = None) -> str:
     """nginx terminating TLS in front of plain-HTTP ``upstreams`` (round robin), one worker.
 
     The production reference of the benchmark: the terminate setup, no access log.
     ``tls13_only`` offers TLS 1.3 alone; ``keepalive=False`` opens a new backend
-    connection per request (clients decide their own keep-alive).
+    connection per request (clients decide their own keep-alive); ``max_connections``
+    sizes ``worker_connections`` as ``Limits.max_connections`` sizes our proxy.
     """
     pool = cfg.PoolConfig("origin", tuple(
         cfg.BackendConfig(url=f"http://{cfg.Address(h, p)}", scheme="http", host=h, port=p)
@@ -102,6 +103,7 @@ def terminate_conf(listen_port: int, cert: str, key: str, upstreams: list[tuple[
     config = cfg.Config(
         listeners=(cfg.ListenerConfig(cfg.Address(listen_host, listen_port), "terminate",
                                       (cfg.CertFiles(str(cert), str(key)),)),),
-        pools=(pool,), routes=(cfg.RouteConfig("origin"),), access_log=None)
+        pools=(pool,), routes=(cfg.RouteConfig("origin"),), access_log=None,
+        limits=cfg.Limits(max_connections=max_connections) if max_connections else cfg.Limits())
     options = _Options(protocols="TLSv1.3" if tls13_only else SSL_PROTOCOLS, upstream_keepalive=keepalive)
     return _render(config, str(workdir), options)

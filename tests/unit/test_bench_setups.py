@@ -86,3 +86,26 @@ def test_an_rsa_origin_and_nginx_plan(pki, tmp_path):
     origin, front = plan(pki, tmp_path, workloads.NGINX)
     assert "--cert" not in origin.argv  # nginx plays setup 3's proxy: a plain origin behind it
     assert isinstance(front, NginxPlan) and f"127.0.0.1:{ORIGIN_PORT}" in front.conf
+
+
+def test_the_ten_thousand_idle_row_raises_every_connection_limit(pki, tmp_path):
+    """idle-10000 measures memory, not a limit: the proxy's Limits.max_connections and nginx's
+    worker_connections are raised past what the row holds (course.bench.runner.run_idle)."""
+    row = workloads.BY_NAME["idle-10000"]
+    limit = row.connections + 64
+    for setup in ("terminate", "terminate-eventloop"):
+        launcher = SetupLauncher(pki, tmp_path, max_connections=limit)
+        key = instance_key(setup, "ecdsa")
+        origin = launcher._origin(key)
+        origin.port = 9001
+        assert flag(launcher._front(key, origin).argv, "--max-connections") == str(limit)
+    launcher = SetupLauncher(pki, tmp_path, max_connections=limit)
+    key = instance_key("nginx", "ecdsa")
+    origin = launcher._origin(key)
+    origin.port = 9001
+    conf = launcher._front(key, origin).conf
+    assert f"worker_connections {2 * limit + 64};" in conf
+    default = SetupLauncher(pki, tmp_path)
+    origin = default._origin(key)
+    origin.port = 9001
+    assert "worker_connections 2112;" in default._front(key, origin).conf  # 2 x 1024 + 64
