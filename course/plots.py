@@ -9,6 +9,7 @@ is plumbing, and lives here, one function per figure:
     facts_grid(rows, columns, cells)        notebook 1, step 4: yes / no / n.a. per route
     flight_ladders({title: arrows})         notebook 2, step 4: one arrow per flight
     cpu_scatter({label: samples})           notebook 2, step 5: one dot per handshake
+    facts_table_grid({row: {fact: value}})  notebook 6, step 6: the boolean facts of a printed table
 
 Every function takes strings, numbers and booleans (never a ``Playground`` or a trace),
 so the figure can be redrawn from saved values and tested without a network.  Each
@@ -105,3 +106,17 @@ def cpu_scatter(samples: Mapping[str, Sequence[float]], *, colours: Sequence[str
     if title:
         ax.set_title(title)
     return figure
+
+
+def facts_table_grid(table: Mapping[str, Mapping[str, object]], *, title: str = "") -> Figure:
+    """``facts_grid`` drawn from a table as a notebook prints it with ``format_table``: one row per
+    key of ``table``, one column per fact whose value is a boolean (text and counts, such as "whose
+    certificate" or "TLS sessions", stay in the printed table).  Every row must have the same
+    boolean facts; each column label is wrapped at its first space."""
+    if not table:
+        raise ValueError("no rows to draw")
+    facts = [[name for name, value in row.items() if isinstance(value, bool)] for row in table.values()]
+    if not facts[0] or any(names != facts[0] for names in facts):
+        raise ValueError(f"every row needs the same boolean facts, got {facts}")
+    return facts_grid(list(table), [name.replace(" ", "\n", 1) for name in facts[0]],
+                      [[row[name] for name in facts[0]] for row in table.values()], title=title)

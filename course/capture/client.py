@@ -10,7 +10,7 @@ request crossed which wire in the clear::
     POST /account/statement?id=path-marker-7 HTTP/1.1      <- the path
     Host: www.example.test                                  <- the Host
     X-Lab-Secret: header-marker-7                           <- a header
-    Content-Length: 19
+    Content-Length: 18
     Connection: close
 
     card=body-marker-7                                      <- the body

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Annotation  # noqa: E402
 
-from course.plots import cpu_scatter, facts_grid, flight_ladders  # noqa: E402
+from course.plots import cpu_scatter, facts_grid, facts_table_grid, flight_ladders  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -82,3 +82,30 @@ def test_cpu_scatter_marks_each_median_and_cuts_the_outliers(tmp_path):
 def test_cpu_scatter_needs_samples():
     with pytest.raises(ValueError):
         cpu_scatter({"empty": []})
+
+
+def test_facts_table_grid_draws_only_the_boolean_facts_of_each_row(tmp_path):
+    table = {  # as notebook 6 prints it: text and counts next to the yes / no facts
+        "terminate": {"client verified": "the proxy's certificate", "proxy read the path": True,
+                      "backend leg encrypted": False, "TLS sessions": 1},
+        "reencrypt": {"client verified": "the proxy's certificate", "proxy read the path": True,
+                      "backend leg encrypted": True, "TLS sessions": 2},
+        "passthrough": {"client verified": "the origin's certificate", "proxy read the path": False,
+                        "backend leg encrypted": True, "TLS sessions": 1},
+    }
+    figure = facts_table_grid(table, title="logged")
+    assert saved(figure, tmp_path / "table.png") > (50, 200)
+    assert texts(figure) == ["yes", "no", "yes", "yes", "no", "yes"]          # 3 rows x 2 boolean facts
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(table)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["proxy\nread the path", "backend\nleg encrypted"]
+    assert ax.get_title() == "logged"
+
+
+def test_facts_table_grid_refuses_rows_with_different_facts():
+    with pytest.raises(ValueError, match="same boolean facts"):
+        facts_table_grid({"a": {"x": True}, "b": {"y": False}})
+    with pytest.raises(ValueError):
+        facts_table_grid({"a": {"count": 3}})                                 # nothing to draw
+    with pytest.raises(ValueError):
+        facts_table_grid({})
