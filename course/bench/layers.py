@@ -30,6 +30,9 @@ done under those locks, the peer's wake-up on a socket write included.
 each proxy process during the measured window, and turns the shares into CPU
 microseconds per request (share x that cell's CPU per request).  The cell is a run of
 its own, with perf sampling, so its totals sit a little above the benchmark table's.
+The concurrency sweep (``course.bench.sweep``) asks for the event-loop variant too,
+driven by wrk at 16 connections: the two engines' columns side by side show where the
+thread-per-connection design spends what the event loop does not (the scheduler row).
 """
 
 from __future__ import annotations
@@ -42,9 +45,15 @@ import threading
 import time
 from pathlib import Path
 
-from course.bench.measure import run_cell
+from dataclasses import replace
+
+from course.bench.measure import run_cell, run_wrk_cell
 from course.bench.setups import SetupLauncher, instance_key
-from course.bench.workloads import BY_NAME
+from course.bench.variants import EVENTLOOP
+from course.bench.workloads import BY_NAME, NGINX
+
+# The column each setup's proxy process gets in the table.
+COLUMNS = {"terminate": "tlsproxy", EVENTLOOP: "tlsproxy eventloop", NGINX: "nginx"}
 
 LAYERS = ("code", "openssl", "scheduler", "kernel", "libc", "other")
 LAYER_TITLES = {
@@ -109,11 +118,14 @@ def report(path: Path) -> str:
 
 
 def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", seconds: float = 4.0,
-                  warmup: float = 0.5) -> dict:
+                  warmup: float = 0.5, setups: tuple[str, ...] = ("terminate", NGINX),
+                  wrk_connections: int | None = None) -> dict:
     """tlsproxy (terminate) and nginx under one workload, each proxy process sampled by perf.
 
-    The answer: for each implementation, the cell's CPU per request of the proxy, the
-    layer shares, and the shares in µs per request; or {"error": why} without perf.
+    The answer: for each implementation (``COLUMNS``), the cell's CPU per request of the
+    proxy, the layer shares, and the shares in µs per request; or {"error": why} without
+    perf.  ``wrk_connections`` drives the cells with wrk at that many connections instead
+    of our load generator.
     """
     if perf_path() is None:
         return {"error": "perf is not installed (Debian: linux-perf)"}
@@ -121,10 +133,11 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
     perf_dir = workdir / "perf"
     perf_dir.mkdir(parents=True, exist_ok=True)
     launcher = SetupLauncher(pki, perf_dir)
-    keys = [instance_key("terminate", workload.cert), instance_key("nginx", workload.cert)]
-    result: dict = {"workload": workload_name, "seconds": seconds, "implementations": {}}
-    print(f"bench: sampling tlsproxy and nginx with perf under {workload_name}, {seconds:g}s each",
-          file=sys.stderr)
+    keys = [instance_key(setup, workload.cert) for setup in setups]
+    client = f"wrk -c{wrk_connections}" if wrk_connections else "loadgen"
+    result: dict = {"workload": workload_name, "seconds": seconds, "client": client, "implementations": {}}
+    print(f"bench: sampling {', '.join(COLUMNS[s] for s in setups)} with perf under {workload_name} ({client}), "
+          f"{seconds:g}s each", file=sys.stderr)
     try:
         running = launcher.start(keys)
         for key in keys:
@@ -140,8 +153,12 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            measured = run_cell(target, workload, str(pki.ca), warmup=warmup, duration=seconds + 1.0,
-                                max_requests=10_000_000)
+            if wrk_connections:
+                measured = run_wrk_cell(target, replace(workload, concurrency=wrk_connections),
+                                        duration=warmup + seconds + 1.0, threads=min(2, wrk_connections))
+            else:
+                measured = run_cell(target, workload, str(pki.ca), warmup=warmup, duration=seconds + 1.0,
+                                    max_requests=10_000_000)
             sampler.join()
             done = recorded.get("done")
             if done is None or done.returncode != 0 or not data.exists():
@@ -149,7 +166,7 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
                 return {"error": f"perf record failed: {reason}"}
             shares = parse_report(report(data))
             per_request = measured["cpu_us_per_request"].get("proxy")
-            result["implementations"][target.implementation] = {
+            result["implementations"][COLUMNS[key[0]]] = {
                 "cpu_us_per_request": per_request,
                 "switches_per_request": (measured.get("switches_per_request") or {}).get("proxy"),
                 "shares": shares,
@@ -161,12 +178,18 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
     return result
 
 
+def _switches(entry: dict) -> str:
+    value = entry.get("switches_per_request")
+    return "-" if value is None else f"{value:.2f}"
+
+
 def format_layers(profile: dict) -> str:
     if profile.get("error"):
         return f"\nwhere the proxy's CPU goes: not measured ({profile['error']})"
     names = list(profile["implementations"])
-    lines = [f"\nwhere the proxy process's CPU goes, by layer ({profile['workload']}; perf cpu-clock samples, "
-             "µs per request and share)",
+    client = profile.get("client", "loadgen")
+    lines = [f"\nwhere the proxy process's CPU goes, by layer ({profile['workload']}, {client}; perf cpu-clock "
+             "samples, µs per request and share)",
              "  " + f"{'layer':<46}" + "".join(f"{name:>20}" for name in names)]
     for layer in LAYERS:
         cells = []
@@ -177,5 +200,7 @@ def format_layers(profile: dict) -> str:
         lines.append("  " + f"{LAYER_TITLES[layer]:<46}" + "".join(f"{c:>20}" for c in cells))
     totals = "".join(f"{(profile['implementations'][n]['cpu_us_per_request'] or 0):>13.1f} µs     " for n in names)
     lines.append("  " + f"{'all (this sampled run: perf adds its cost)':<46}" + totals)
+    switches = "".join(f"{_switches(profile['implementations'][n]):>20}" for n in names)
+    lines.append("  " + f"{'context switches per request (voluntary+not)':<46}" + switches)
     lines.append("  (in a VM, waking done under a lock with interrupts off is counted at the lock's release)")
     return "\n".join(lines)

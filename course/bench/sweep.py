@@ -39,6 +39,13 @@ rounds themselves, and each engine's ratio to nginx *within* each round.  Result
 to ``sweep.json`` and ``sweep.csv``, the chart to ``sweep.png``/``sweep.svg``
 (``course.bench.charts.sweep``).  With the defaults a run takes about
 rounds x 2 workloads x 5 counts x 3 setups x 2 s: three minutes for three rounds.
+
+Then, where ``perf`` is installed (``--no-layers`` leaves it out), the three proxy
+processes are sampled under keep-alive with wrk at 16 connections and their CPU per
+request is split by layer (``course.bench.layers``), with context switches per request
+beside it: the threaded engine's extra cost shows up as the kernel's sleeping, waking
+and switching threads (every wait parks a thread, every wake-up hands the GIL over),
+which the event loop replaces with one ``epoll_wait`` per batch of ready sockets.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ FORMAT = "tlsproxy-bench-sweep/1"
 CONNECTIONS = (1, 4, 16, 64, 256)
 SETUPS = (variants.TERMINATE, variants.EVENTLOOP, NGINX)  # threads, event loop, the reference
 WORKLOADS = ("keepalive-1k", "newconn")
+LAYER_CONNECTIONS, LAYER_SECONDS = 16, 3.0  # the perf layer table: keep-alive, wrk at 16 connections
 KINDS = ("keepalive", "newconn")  # what wrk can drive (measure.WRK_KINDS), bulk included via --workloads
 ENGINE_LABEL = {variants.TERMINATE: "threads", variants.EVENTLOOP: "event loop", NGINX: "nginx"}
 HANDSHAKE = {"keepalive": "kept connections, one handshake each",
@@ -87,6 +95,12 @@ def setups_available(use_nginx: bool, notes: list[str]) -> list[str]:
     else:
         chosen.append(NGINX)
     return chosen
+
+
+def want_layers(options) -> bool:
+    from course.bench.layers import perf_path
+
+    return options.layers if options.layers is not None else perf_path() is not None
 
 
 def plan(workloads: list[Workload], connections: tuple[int, ...], setups: list[str]) -> list[tuple[Workload, int, str]]:
@@ -141,6 +155,12 @@ def measure(options, *, progress_stream=sys.stderr) -> dict:
             progress.finish()
         finally:
             launcher.stop()
+        if want_layers(options):
+            from course.bench.layers import layer_profile
+
+            document["layers"] = layer_profile(pki, workdir / "layers", workload_name="keepalive-1k",
+                                               seconds=LAYER_SECONDS, warmup=0.5, setups=tuple(setups),
+                                               wrk_connections=LAYER_CONNECTIONS)
     document["summary"] = summarize(document["measurements"])
     document["files"] = write(out, document)
     if options.charts:
@@ -257,6 +277,10 @@ def format_sweep(document: dict) -> str:
 def run_cli(options) -> int:
     document = measure(options)
     print(format_sweep(document))
+    if document.get("layers"):
+        from course.bench.layers import format_layers
+
+        print(format_layers(document["layers"]))
     print(f"\nbench: sweep results in {document['files']['json']}, {document['files']['csv']}"
           + (f"; chart {', '.join(document.get('charts', []))}" if document.get("charts") else ""))
     return 1 if document["failures"] else 0

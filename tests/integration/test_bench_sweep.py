@@ -73,6 +73,20 @@ def test_files_chart_and_report(sweep_run):
     assert "cost per request at 64 connections" not in done.stdout  # not measured at 64 here
 
 
+def test_the_layer_table_has_a_column_per_engine(sweep_run):
+    _, document, done = sweep_run
+    layers = document.get("layers")
+    if layers is None or layers.get("error"):
+        require_tool("perf")  # CI has perf: a missing table there is a failure
+        pytest.fail(f"perf is installed but the layer table failed: {layers}")
+    assert set(layers["implementations"]) == {"tlsproxy", "tlsproxy eventloop", "nginx"}
+    assert layers["client"] == "wrk -c16"
+    for entry in layers["implementations"].values():
+        assert entry["cpu_us_per_request"] > 0 and entry["switches_per_request"] is not None
+        assert sum(entry["shares"].values()) == pytest.approx(1.0, abs=0.02)
+    assert "context switches per request" in done.stdout
+
+
 def test_every_process_was_stopped(sweep_run):
     _, document, _ = sweep_run
     for components in document["pids"].values():
