@@ -58,7 +58,7 @@ MODES = ("terminate", "passthrough", "forward")
 #: threaded: a thread per connection (proxy.server, proxy.acceptors), the design the course starts from;
 #: eventloop: one thread and non-blocking sockets (proxy.eventloop), the same exchange driven by readiness.
 ENGINES = ("threaded", "eventloop")
-EVENTLOOP_MODES = ("terminate", "passthrough")  # what the event loop serves so far
+EVENTLOOP_MODES = MODES  # what the event loop serves: every mode (forward since proxy/eventloop/forward.py)
 STRATEGIES = ("round_robin", "least_connections", "weighted")
 
 

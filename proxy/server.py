@@ -492,7 +492,7 @@ def configure_cli(parser) -> None:
                              "blocking calls with timeouts, code that reads top to bottom (proxy/server.py, "
                              "proxy/modes/terminate.py). eventloop: one thread, non-blocking sockets and TLS, "
                              "selectors (epoll) and a timer heap; the same exchange phases driven by readiness "
-                             "events (proxy/eventloop/); terminate and passthrough so far. Overrides [proxy] engine")
+                             "events (proxy/eventloop/); every mode. Overrides [proxy] engine")
 
 
 class _RuleAction(argparse.Action):

@@ -22,21 +22,26 @@ What changes, and what does not::
     proxy.lifecycle (connection states)                        backends; the idle pool
     proxy.routing, proxy.balancer, proxy.errors   session.py  the exchange driven by events
     proxy.tls.clienthello, passthrough's log      tunnel.py   passthrough: SNI, then the splice
-    ProxyServer: listeners, stats, access log,    engine.py   accept, TLS handshake, the
-      status page, health checks, TLS contexts                connection limit, shutdown
+    proxy.policy, proxy.modes.forward's shared    forward.py  absolute-form and CONNECT; DNS in
+      decisions (authorize, the log line, ...)                worker threads; CONNECT's splice
+    ProxyServer: listeners, stats, access log,                 is tunnel.py's
+      status page, health checks, TLS contexts    engine.py   accept, TLS handshake, the
+                                                              connection limit, shutdown
 
 A student compares them file to file: ``engine.py`` with ``proxy/server.py`` and
 ``proxy/acceptors.py``, ``session.py`` with ``proxy/modes/terminate.py``, ``stream.py`` with
-``proxy/transport.py``, ``backends.py`` with ``proxy/pool.py``.
+``proxy/transport.py``, ``backends.py`` with ``proxy/pool.py``, ``forward.py`` with
+``proxy/modes/forward.py``.
 
 The costs, said plainly: one thread uses one core (run one process per core, as
 nginx runs workers); a callback that blocks stops every connection; and the code no
 longer reads top to bottom like the protocol, which is why ``proxy.exchange`` carries
 the phases: both engines walk the same table.
 
-Not yet served here: forward listeners (absolute-form requests and CONNECT tunnels);
-the configuration refuses them with one line (``proxy.config.EVENTLOOP_MODES``).
-Passthrough is ``tunnel.py`` (SNI routing, then a splice with half-close).
+Every mode is served here (``proxy.config.EVENTLOOP_MODES``).  Passthrough is ``tunnel.py``
+(SNI routing, then a splice with half-close); the forward proxy is ``forward.py``
+(absolute-form through the same exchange, CONNECT through the same splice, names
+resolved by worker threads so that a slow lookup stops no other connection).
 """
 
 from proxy.eventloop.engine import EventLoopEngine

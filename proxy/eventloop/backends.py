@@ -80,8 +80,11 @@ class Connect:
     """Opening one backend connection, step by step (see the module docstring)."""
 
     def __init__(self, loop: EventLoop, pool: ConnectionPool, backend: Backend, server_name: str | None,
-                 done: Done, *, tls: bool | None = None, name: str | None = None) -> None:
-        """``tls``: False for a passthrough splice (TCP only, whatever the scheme); ``name``: for errors."""
+                 done: Done, *, tls: bool | None = None, name: str | None = None,
+                 source_address: str | None = None) -> None:
+        """``tls``: False for a splice (TCP only, whatever the scheme); ``name``: for errors;
+        ``source_address``: bind the socket to this local address first (the forward proxy's, see
+        ``proxy.transport.open_connection``)."""
         self.loop = loop
         self.pool = pool
         self.backend = backend
@@ -89,6 +92,7 @@ class Connect:
         self.done = done
         self.tls_wanted = backend.tls if tls is None else tls
         self.name = name or f"backend {backend.name}"
+        self.source_address = source_address
         self.sock: socket.socket | None = None
         self.tls: ssl.SSLSocket | None = None
         self.timer = None
@@ -97,9 +101,13 @@ class Connect:
         backend = self.backend
         try:
             # Resolving a literal address never waits; a name would (getaddrinfo blocks):
-            # the configuration names backends by address in every setup of the course.
+            # the configuration names backends by address in every setup of the course, and the
+            # forward proxy connects only to addresses its policy checked (proxy.eventloop.forward).
             family, kind, proto, _, address = socket.getaddrinfo(backend.host, backend.port, type=socket.SOCK_STREAM)[0]
             sock = socket.socket(family, kind, proto)
+            if self.source_address:
+                self.sock = sock  # closed by _fail if the bind fails
+                sock.bind((self.source_address, 0))  # binding never waits
         except OSError as error:
             return self._fail(BadGateway(f"cannot connect to {self.name}: {error.strerror or error}"))
         sock.setblocking(False)
@@ -186,8 +194,10 @@ class LoopPool:
         self.loop = loop
         self.shared = shared  # contexts, SNI names, TLS sessions, limits, counters, and the idle table
 
-    def acquire(self, backend: Backend, *, server_name: str | None, fresh: bool, done: Done) -> None:
-        """Call ``done(link, None)`` with a kept-alive or new connection, or ``done(None, error)``."""
+    def acquire(self, backend: Backend, *, server_name: str | None, fresh: bool, done: Done,
+                source_address: str | None = None) -> None:
+        """Call ``done(link, None)`` with a kept-alive or new connection (from ``source_address``), or
+        ``done(None, error)``."""
         if not fresh:
             now = time.monotonic()
             while (link := self._pop(_slot(backend, server_name))) is not None:
@@ -196,7 +206,7 @@ class LoopPool:
                     self.shared.reused += 1
                     return done(link, None)
                 link.close()
-        Connect(self.loop, self.shared, backend, server_name, done).start()
+        Connect(self.loop, self.shared, backend, server_name, done, source_address=source_address).start()
 
     def release(self, link: BackendLink, *, reusable: bool) -> None:
         if not reusable or link.stream.closed:

@@ -11,6 +11,10 @@ balancers, stats, access log, status page, health checks); when its configuratio
          (at max_connections the listeners are                 (SSLWantRead/Write:        (proxy.eventloop.session)
           no longer watched: the backlog waits)                  wait for that event)
 
+A listener without TLS skips the handshake.  ``serve`` then picks the session by the
+listener's mode: ``HTTPSession`` (terminate), ``PassthroughSession`` (``tunnel.py``) or
+``ForwardSession`` (``forward.py``).
+
 **Accepting.**  A readable listening socket has connections queued; ``accept`` is
 called until it says EAGAIN.  At ``max_connections`` the listeners are taken out of
 the selector, so new clients wait in the kernel's backlog exactly as they do for the
@@ -30,7 +34,9 @@ half a head) close at once, exchanges in flight finish (their responses say
 ``shutdown`` is called from another thread (a test, ``serve_forever``): it hands the
 work to the loop with ``call_soon_threadsafe`` and waits for the loop thread to end.
 
-Only the loop thread touches sockets.  The active health checks keep their own thread
+Only the loop thread touches sockets.  The forward proxy's DNS lookups run in a few
+worker threads (``forward.Resolver``, stopped with the loop) that return addresses and
+touch nothing else.  The active health checks keep their own thread
 (``proxy.health``, blocking probes through the shared ``ConnectionPool``), and the
 status page its own server; both read state that is already guarded by locks.
 """
@@ -42,6 +48,7 @@ import ssl
 import time
 
 from proxy.eventloop.backends import LoopPool
+from proxy.eventloop.forward import ForwardSession, Resolver
 from proxy.eventloop.loop import READ, WRITE, EventLoop
 from proxy.eventloop.session import HTTPSession
 from proxy.eventloop.stream import Stream
@@ -118,6 +125,7 @@ class EventLoopEngine:
         self.server = server
         self.loop = EventLoop()
         self.pool = LoopPool(self.loop, server.backend_pool)
+        self.resolver = Resolver(self.loop)  # the forward proxy's DNS, in worker threads (proxy.eventloop.forward)
         self.listeners: list[Listener] = []
         self.sessions: set[HTTPSession] = set()
         self.handshakes: set[Handshake] = set()
@@ -174,6 +182,8 @@ class EventLoopEngine:
         stream = Stream(self.loop, conn.sock)
         if conn.listener.mode == "passthrough":
             session = PassthroughSession(self, conn, stream)
+        elif conn.listener.mode == "forward":
+            session = ForwardSession(self, conn, stream)
         else:
             session = HTTPSession(self, conn, stream, proto="https" if conn.tls_version else "http")
         self.sessions.add(session)
@@ -203,6 +213,7 @@ class EventLoopEngine:
         self.loop.call_soon_threadsafe(lambda: self._begin_shutdown(grace))
         if self.loop.thread is not None:
             self.loop.thread.join(grace + 2.0)
+        self.resolver.close()  # lookups still running finish in their threads; their answers are dropped
 
     def _begin_shutdown(self, grace: float) -> None:
         self.deadline = time.monotonic() + grace

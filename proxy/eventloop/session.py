@@ -65,14 +65,17 @@ HEAD, EXCHANGE, LINGER, CLOSING, CLOSED = "head", "exchange", "linger", "closing
 class HTTPSession:
     """One client connection's requests, one exchange at a time (``HTTPConnectionHandler``'s twin)."""
 
-    def __init__(self, engine, conn, stream: Stream, *, proto: str) -> None:
+    def __init__(self, engine, conn, stream: Stream, *, proto: str, allow_absolute_form: bool = False,
+                 allow_connect: bool = False) -> None:
+        """The reader's options are the forward proxy's (``proxy.eventloop.forward``), as in the threaded engine."""
         self.engine = engine
         self.server = engine.server
         self.conn = conn
         self.client = stream
         self.proto = proto
         self.timeouts = self.server.timeouts
-        self.reader = http1.RequestReader(self.server.limits.http)
+        self.reader = http1.RequestReader(self.server.limits.http, allow_absolute_form=allow_absolute_form,
+                                          allow_connect=allow_connect)
         self.state = HEAD
         self.exchange: LoopExchange | None = None
         self.idle_until: float | None = None  # clock 1: waiting, idle, for a kept-alive connection's next head
@@ -161,8 +164,12 @@ class HTTPSession:
         self.conn.requests += 1
         self.state = EXCHANGE
         self.idle_until = self.head_until = None
-        self.exchange = LoopExchange(self, event)
+        self.exchange = self.new_exchange(event)
         self.exchange.start()
+
+    def new_exchange(self, request: http1.Request) -> "LoopExchange":
+        """Hook: the forward proxy returns its own (a destination, or a tunnel), as ``HTTPConnectionHandler``."""
+        return LoopExchange(self, request)
 
     def head_failed(self, error: ProxyError | ClientGone) -> None:
         """A bad, slow or vanished head: ``ON_FAILURE[READ_HEAD, ...]``, as the threaded engine."""

@@ -24,6 +24,8 @@ The relay's four rules hold here too, by other means:
   ("idle", or "stalled: X stopped reading" when bytes were waiting for X).
 
 The access-log line is the threaded engine's (``proxy.modes.passthrough.log``).
+``Tunnel`` is also the CONNECT tunnel of the forward proxy (``proxy.eventloop.forward``),
+after its ``200 Connection Established``.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
 The integration modules that say ``engine = both_engines`` (test_terminate,
 test_backend_faults, test_vectors_live, test_trailers_live, test_reencrypt, test_limits,
-test_slow_clients, test_status_page, test_load, test_real_clients, test_passthrough) run every one of their tests on
-both engines.  This module adds what is particular to the event loop:
+test_slow_clients, test_status_page, test_load, test_real_clients, test_passthrough, test_forward) run every one
+of their tests on both engines.  This module adds what is particular to the event loop:
 
 * it is one thread, whatever the number of connections;
 * a slow client does not make it buffer a whole response (back-pressure);
-* ``--engine eventloop`` and ``engine = "eventloop"`` select it; a mode it does not
-  serve yet (forward), or an unknown engine, is one line at start;
+* ``--engine eventloop`` and ``engine = "eventloop"`` select it, for every mode (forward
+  too: tests/integration/test_forward.py runs on both engines); an unknown engine is one
+  line at start;
+* the forward proxy's DNS lookups run in worker threads: a slow name stops nobody else;
 * curl through it (GET, POST, chunked upload, keep-alive over one connection);
 * the access log line and graceful shutdown, the same as the threaded engine's.
 """
@@ -123,8 +125,8 @@ engine = "ENGINE"
     with pytest.raises(ConfigError, match=r"unknown engine 'fibers' \(one of threaded, eventloop\)"):
         cfg.load(str(path))
     path.write_text(base.replace("MODE", "forward").replace("ENGINE", "eventloop"))
-    with pytest.raises(ConfigError, match="mode 'forward' is not supported by the eventloop engine yet"):
-        cfg.load(str(path))
+    loaded = cfg.load(str(path))  # the event loop serves forward listeners too (proxy/eventloop/forward.py)
+    assert loaded.engine == "eventloop" and [listener.mode for listener in loaded.listeners] == ["forward"]
     path.write_text(base.replace("MODE", "terminate").replace('engine = "ENGINE"', ""))
     assert cfg.load(str(path)).engine == "threaded", "the default stays threaded"
 
@@ -167,6 +169,49 @@ def test_keep_alive_reuses_one_backend_connection(pki, origin_factory, proxy_fac
     for n in range(5):
         assert get(proxy.port, pki, f"/n{n}").startswith(b"HTTP/1.1 200")
     assert proxy.backend_pool.opened == 1 and proxy.backend_pool.reused == 4
+
+
+# --------------------------------------------------------------------------- the forward proxy's DNS
+def test_a_slow_dns_lookup_does_not_stop_the_loop(origin_factory, proxy_factory, monkeypatch):
+    """While one forward request waits for a slow name, another connection is served at once.
+
+    The lookup is slowed by wrapping the real resolver: nothing on loopback can make
+    getaddrinfo itself slow, and what is checked is where the waiting happens (a worker
+    thread, not the loop), so the wrapped resolver sleeps, then resolves for real."""
+    from proxy.eventloop import forward
+    from proxy.policy import ForwardPolicy, system_resolver
+
+    origin = origin_factory("web")
+    lookups = []
+
+    def slow_resolver(name: str, port: int) -> list[str]:
+        lookups.append(threading.current_thread().name)
+        time.sleep(1.5)
+        return system_resolver(name, port)
+
+    monkeypatch.setattr(forward, "system_resolver", slow_resolver)
+    proxy = proxy_factory(mode="forward", forward_policy=ForwardPolicy.build())
+
+    def fetch(url: str, answers: list) -> None:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        answers.append((time.monotonic(), data))
+
+    slow_answer, fast_answer = [], []
+    slow = threading.Thread(target=fetch, args=(f"http://localhost:{origin.port}/slow", slow_answer))
+    started = time.monotonic()
+    slow.start()
+    assert wait_until(lambda: lookups, 5), "the name went to the resolver"
+    fetch(f"http://127.0.0.1:{origin.port}/fast", fast_answer)  # an IP literal: no lookup at all
+    slow.join(10)
+    (fast_at, fast_data), (slow_at, slow_data) = fast_answer[0], slow_answer[0]
+    assert fast_data.startswith(b"HTTP/1.1 200 ") and slow_data.startswith(b"HTTP/1.1 200 ")
+    assert fast_at - started < 1.0, "the loop answered the literal while the lookup was still sleeping"
+    assert slow_at - started >= 1.5 and fast_at < slow_at
+    assert lookups[0].startswith("resolver"), lookups
 
 
 # --------------------------------------------------------------------------- the access log and shutdown

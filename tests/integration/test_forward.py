@@ -2,6 +2,11 @@
 
 Nothing here resolves or connects outside loopback: denied destinations are refused
 before any connection, names are "localhost" or mapped with the policy's static hosts.
+
+Every test that starts a proxy runs on both engines (``engine = both_engines``): the
+threaded one (``proxy.modes.forward``) and the event loop (``proxy.eventloop.forward``),
+which must give the same answers and write the same log lines.  The last two tests
+(the lab's TOML and ``serve --help``) start no proxy, so they run once.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import pytest
 
 from proxy import config as cfg
 from proxy.policy import ForwardPolicy, Rule
-from tests.conftest import REPO, WWW, tlsproxy, wait_for_port
+from tests.conftest import REPO, WWW, both_engines, tlsproxy, wait_for_port
 from tests.tools import require_tool
+
+engine = both_engines  # every test that starts a proxy runs on both engines (tests/conftest.py)
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}  # no inherited proxies
 
@@ -146,6 +153,18 @@ def test_bytes_sent_right_after_connect_are_forwarded(web, forward_proxy):
     assert rest.startswith(b"HTTP/1.1 200 ") and b'"path": "/eager"' in rest
 
 
+def test_connect_to_a_closed_port_gets_502_and_is_logged(forward_proxy):
+    with socket.socket() as placeholder:  # a loopback port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    proxy = forward_proxy(connect_ports=[port])
+    answer = connect_request(proxy.port, f"127.0.0.1:{port}")
+    assert answer.startswith(b"HTTP/1.1 502 ") and f"cannot connect to 127.0.0.1 port {port}".encode() in answer
+    log = wait_for_log(proxy, f"CONNECT 127.0.0.1:{port}")
+    assert re.search(rf'"CONNECT 127\.0\.0\.1:{port} HTTP/1\.1" 502 backend=- time=[\d.]+ms '
+                     rf"error='cannot connect to 127\.0\.0\.1 port {port}: ", log), log
+
+
 def test_shutdown_cuts_an_idle_tunnel_after_the_grace_period(web, forward_proxy):
     proxy = forward_proxy(connect_ports=[web.port])
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
@@ -224,8 +243,8 @@ def test_rules_by_client_network_and_port(web, forward_proxy):
 
 
 # --------------------------------------------------------------------------- command line and TOML
-def test_cli_serve_mode_forward(pki, tls_www):
-    process = tlsproxy("serve", "--mode", "forward", "--listen", "127.0.0.1:0", "--access-log", "-",
+def test_cli_serve_mode_forward(pki, tls_www, engine):
+    process = tlsproxy("serve", "--engine", engine, "--mode", "forward", "--listen", "127.0.0.1:0", "--access-log", "-",
                        "--connect-port", str(tls_www.port), "--forward-host", f"{WWW}=127.0.0.1",
                        "--deny", "dst=127.0.0.66", "--allow", "dst=127.0.0.0/8")
     try:

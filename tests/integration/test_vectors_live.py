@@ -173,8 +173,6 @@ FORWARD = [v for v in REQUEST_VECTORS if v.mode == "forward"]
 def forward_proxy(proxy_factory, engine):
     if not FORWARD_MODE:
         pytest.skip("proxy/modes/forward.py does not exist: no forward listener to replay these on")
-    if engine == "eventloop":
-        pytest.skip("the eventloop engine serves terminate listeners only so far")
     from proxy.policy import ForwardPolicy, Rule
 
     # The vectors name example.com: a static hosts entry answers for DNS, and the one
