@@ -1,6 +1,6 @@
 """Round trips without root: the playground's delay line, traced handshakes, a live HelloRetryRequest.
 
-What notebook 2 shows (docs/rtt-lesson.md): through ``Playground.delay`` a handshake costs
+What notebook 2 shows (step 4b): through ``Playground.delay`` a handshake costs
 what it would at a distance, and ``openssl s_client -groups secp521r1:X25519`` (a key
 share for P-521 only, which the proxy's Mozilla-intermediate groups refuse) earns a
 HelloRetryRequest, seen in the proxy's own trace and costing one more round trip.
