@@ -13,7 +13,7 @@ The file, in brief (the README documents every key; ``lab/configs/`` has example
 
     [[listeners]]
     listen = "127.0.0.1:8443"
-    mode = "terminate"                # terminate | passthrough | forward
+    mode = "terminate"                # terminate | passthrough | forward | redirect
     certs = [{ cert = "certs/www.example.test.pem", key = "certs/www.example.test.key" }]
 
     [[pools]]
@@ -39,12 +39,24 @@ routes HTTP to its pools, so a bare ``HOST:PORT`` there is an error that asks fo
 A ``mode = "forward"`` listener needs no pools: its ``[forward]`` section (rules,
 ``connect_ports``, ``http_ports``, ``source_address``, ``hosts``) is parsed by
 ``proxy.policy.ForwardPolicy.from_table``; ``lab/configs/forward.toml`` shows it all.
+
+HTTP to HTTPS, and HSTS (``proxy.modes.redirect`` tells why both, and what each
+leaves open)::
+
+    [proxy]
+    hsts = "max-age=31536000; includeSubDomains"   # on every response over TLS; off by default
+
+    [[listeners]]
+    listen = "127.0.0.1:8080"
+    mode = "redirect"                 # plain HTTP: every request gets 308 to https://HOST[:https_port]/...
+    https_port = 8443                 # default: the port of this proxy's first terminate listener
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -52,9 +64,10 @@ from urllib.parse import urlsplit
 
 from proxy.errors import ConfigError
 from proxy.http1 import Limits as HTTPLimits
+from proxy.http1.fields import TOKEN
 from proxy.policy import ForwardPolicy
 
-MODES = ("terminate", "passthrough", "forward")
+MODES = ("terminate", "passthrough", "forward", "redirect")  # redirect: HTTP -> 308 to https (proxy.modes.redirect)
 #: threaded: a thread per connection (proxy.server, proxy.acceptors), the design the course starts from;
 #: eventloop: one thread and non-blocking sockets (proxy.eventloop), the same exchange driven by readiness.
 ENGINES = ("threaded", "eventloop")
@@ -139,6 +152,7 @@ class ListenerConfig:
     listen: Address
     mode: str = "terminate"
     certs: tuple[CertFiles, ...] = ()
+    https_port: int | None = None  # mode "redirect": the port in Location; None: the first terminate listener's
 
 
 @dataclass(frozen=True)
@@ -184,6 +198,7 @@ class Config:
     admin: Address | None = None  # the status page's listener (keep it on loopback)
     forward_policy: ForwardPolicy = field(default_factory=ForwardPolicy)  # [forward]: see proxy.policy
     engine: str = "threaded"  # [proxy] engine: "threaded" or "eventloop" (ENGINES)
+    hsts: str | None = None  # [proxy] hsts: Strict-Transport-Security on TLS listeners (see parse_hsts); off by default
     extra: dict[str, Any] = field(default_factory=dict)  # sections other modules own
 
     def pool(self, name: str) -> PoolConfig:
@@ -300,7 +315,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
     listeners = []
     for i, table in enumerate(data.get("listeners", [])):
         w = f"{where}: listeners[{i}]"
-        _reject_unknown(table, {"listen", "mode", "certs"}, w)
+        _reject_unknown(table, {"listen", "mode", "certs", "https_port"}, w)
         if "listen" not in table:
             raise ConfigError(f"{w}: missing 'listen' (e.g. listen = \"127.0.0.1:8443\")")
         certs = []
@@ -309,7 +324,8 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
             if "cert" not in c or "key" not in c:
                 raise ConfigError(f"{w}.certs[{j}]: needs both cert and key")
             certs.append(CertFiles(resolve(c["cert"]), resolve(c["key"])))
-        listeners.append(ListenerConfig(parse_address(table["listen"]), table.get("mode", "terminate"), tuple(certs)))
+        listeners.append(ListenerConfig(parse_address(table["listen"]), table.get("mode", "terminate"), tuple(certs),
+                                        table.get("https_port")))
 
     pools = []
     for i, table in enumerate(data.get("pools", [])):
@@ -343,7 +359,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
     limits = _dataclass_from(Limits, {k: v for k, v in limits_table.items() if k not in http_keys}, f"{where}: limits", http=http)
 
     proxy_table = data.get("proxy", {})
-    _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace", "engine"}, f"{where}: proxy")
+    _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace", "engine", "hsts"}, f"{where}: proxy")
     config = Config(
         listeners=tuple(listeners),
         pools=tuple(pools),
@@ -355,6 +371,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
         backend_keylog=resolve(proxy_table.get("backend_keylog")),
         trace=bool(proxy_table.get("trace", False)),
         engine=proxy_table.get("engine", "threaded"),
+        hsts=proxy_table.get("hsts"),
         forward_policy=ForwardPolicy.from_table(data.get("forward", {}), where=f"{where}: forward"),
         admin=_admin_address(data.get("admin", {}), where),
         extra={k: data[k] for k in ("forward", "admin") if k in data},
@@ -375,9 +392,13 @@ def from_flags(
     backends: list[str] = (),
     strategy: str = "round_robin",
     backend_tls: BackendTLS = BackendTLS(),
+    redirect_from: str | None = None,
     **options: Any,
 ) -> Config:
-    """The one-listener, one-pool configuration behind ``tlsproxy serve --backend ...``."""
+    """The one-listener, one-pool configuration behind ``tlsproxy serve --backend ...``.
+
+    ``redirect_from`` (``--redirect-from HOST:PORT``) adds a plain-HTTP listener that
+    answers every request with a 308 to the ``listen`` listener (``proxy.modes.redirect``)."""
     pool = PoolConfig(
         "default",
         tuple(parse_backend(b, where="--backend") for b in backends),
@@ -385,9 +406,58 @@ def from_flags(
         tls=backend_tls,
     )
     listener = ListenerConfig(parse_address(listen), mode, tuple(CertFiles(c, k) for c, k in certs))
+    extra = (redirect_listener(redirect_from),) if redirect_from else ()
     return validate(
-        Config(listeners=(listener,), pools=(pool,) if backends else (), routes=(RouteConfig("default"),) if backends else (), **options)
+        Config(listeners=(listener, *extra), pools=(pool,) if backends else (), routes=(RouteConfig("default"),) if backends else (), **options)
     )
+
+
+def redirect_listener(address: str, https_port: int | None = None) -> ListenerConfig:
+    """``--redirect-from HOST:PORT``: a ``mode = "redirect"`` listener."""
+    return ListenerConfig(parse_address(address, what="--redirect-from address"), "redirect", (), https_port)
+
+
+def parse_hsts(value: Any, *, where: str = "hsts ([proxy] hsts, --hsts)") -> str:
+    """Check a Strict-Transport-Security value (RFC 6797 §6.1) and return it, stripped.
+
+    The grammar: ``[ directive ] *( ";" [ directive ] )``, ``directive = directive-name
+    [ "=" directive-value ]``, a token or quoted-string value.  §6.1, requirement 2: "All
+    directives MUST appear only once in an STS header field"; 3: names are case-insensitive.  The RFC
+    defines two directives: ``max-age`` (§6.1.1, REQUIRED: delta-seconds, a non-negative
+    integer; 0 tells the browser to forget the host) and ``includeSubDomains`` (§6.1.2,
+    valueless).  ``preload`` is *not* in the RFC: it is the opt-in the browsers' preload
+    list asks for (hstspreload.org, which also wants ``includeSubDomains`` and a max-age of
+    at least a year); it is accepted because a browser ignores a directive it does not
+    know (§6.1, requirement 5).  Anything else is refused here, though browsers would ignore it: a
+    misspelt ``includeSubdomain`` would be silently dropped by every one of them.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f'{where}: expected a string like "max-age=31536000; includeSubDomains", got {value!r}')
+    directives: dict[str, str | None] = {}
+    for part in value.split(";"):
+        name, sep, raw = (p.strip() for p in part.partition("="))
+        if not part.strip():
+            continue  # the grammar allows empty directives: "max-age=1;;"
+        if not TOKEN.fullmatch(name):
+            raise ConfigError(f"{where}: {part.strip()!r} is not a directive (RFC 6797 §6.1: name[=value]; ...)")
+        name = name.lower()
+        if name in directives:
+            raise ConfigError(f"{where}: directive {name!r} given twice "
+                              f"(RFC 6797 §6.1: all directives MUST appear only once)")
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1]  # directive-value = token / quoted-string
+        directives[name] = raw if sep else None
+    if "max-age" not in directives:
+        raise ConfigError(f"{where}: {value!r} has no max-age (RFC 6797 §6.1.1: it is REQUIRED)")
+    if not re.fullmatch(r"[0-9]+", directives["max-age"] or ""):
+        raise ConfigError(f"{where}: max-age must be a non-negative integer of seconds, got {directives['max-age']!r}")
+    for name, raw in directives.items():
+        if name not in ("max-age", "includesubdomains", "preload"):
+            raise ConfigError(f"{where}: unknown directive {name!r} (RFC 6797 defines max-age and "
+                              f"includeSubDomains; preload is the browsers' preload-list convention)")
+        if name != "max-age" and raw is not None:
+            raise ConfigError(f"{where}: {name} takes no value")
+    return value.strip()
 
 
 def validate(config: Config) -> Config:
@@ -414,7 +484,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"listener {listener.listen}: unknown mode {listener.mode!r} (one of {', '.join(MODES)})")
         if listener.mode == "terminate" and not listener.certs:
             raise ConfigError(f"listener {listener.listen}: terminate mode needs a certificate (--cert and --key)")
-        if listener.mode != "forward" and not config.pools:
+        _check_redirect_listener(config, listener)
+        if listener.mode not in ("forward", "redirect") and not config.pools:
             raise ConfigError(f"listener {listener.listen}: no backend to forward to (give --backend URL)")
         for files in listener.certs:
             for path in (files.cert, files.key):
@@ -435,12 +506,30 @@ def validate(config: Config) -> Config:
         if bool(pool.tls.cert) != bool(pool.tls.key):
             raise ConfigError(f"pool {pool.name!r}: a client certificate needs both cert and key")
         _check_tcp_backends(config, pool)
+    if config.hsts is not None:
+        config = replace(config, hsts=parse_hsts(config.hsts))
     for route in config.routes:
         if route.pool not in pool_names:
             raise ConfigError(f"route to pool {route.pool!r}, but no pool has that name")
         if not route.path.startswith("/"):
             raise ConfigError(f"route path {route.path!r} must start with '/'")
     return config
+
+
+def _check_redirect_listener(config: Config, listener: ListenerConfig) -> None:
+    """A redirect listener speaks plain HTTP and redirects only the names the routes serve."""
+    port = listener.https_port
+    if listener.mode != "redirect":
+        if port is not None:
+            raise ConfigError(f"listener {listener.listen}: https_port is for mode = \"redirect\" only")
+        return
+    if listener.certs:
+        raise ConfigError(f"listener {listener.listen}: a redirect listener speaks plain HTTP: it takes no certificate")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535):
+        raise ConfigError(f"listener {listener.listen}: https_port must be a port number (1-65535), got {port!r}")
+    if not config.routes:
+        raise ConfigError(f"listener {listener.listen}: a redirect listener redirects the host names of the "
+                          f"routes, and there are none (give --backend, or [[routes]])")
 
 
 def _check_tcp_backends(config: Config, pool: PoolConfig) -> None:

@@ -41,6 +41,8 @@ events) calls them instead of writing them again::
     how a body piece is forwarded         body_bytes               SEND_REQUEST, RESPOND
     what a backend read failure means     backend_read_failure     AWAIT_RESPONSE, RESPOND
     may the client send another request   client_keep_alive        RESPOND
+    Strict-Transport-Security, or not     hsts_for                 RESPOND, any answer
+    the bytes of an error answer          error_response           any
     may the backend connection be reused  backend_reusable         DONE
     which column of ON_FAILURE            failure_of               any
     keep, linger or close after an error  after_answer             any
@@ -55,12 +57,18 @@ from enum import Enum
 
 from proxy import http1
 from proxy.errors import (BadGateway, ClientError, ClientGone, InvalidUpstreamResponse, NotFound, ProtocolError,
-                          ProxyError, ReadError, RequestTimeout, StaleConnection)
+                          ProxyError, ReadError, RequestTimeout, StaleConnection, render_error)
 from proxy.http1.framing import BodyKind
 from proxy.routing import normalize_host
 
 
 class Phase(Enum):
+    # Hashed by identity: a member is a singleton, so that is exact, and object's hash is C
+    # where Enum's is Python (``hash(self._name_)``).  TRANSITIONS is looked up six times a
+    # request; this, Step's and the reader's states' made a keep-alive request ~4% cheaper
+    # (callgrind: 514k -> 492k instructions per request, event loop, 1 KB, TLS 1.3).
+    __hash__ = object.__hash__
+
     READ_HEAD = "reading the request head"
     ROUTE = "choosing a pool and a backend"
     CONNECT = "borrowing a connection to the backend"
@@ -72,6 +80,8 @@ class Phase(Enum):
 
 class Step(Enum):
     """What moves an exchange from one phase to the next."""
+
+    __hash__ = object.__hash__  # as Phase's: TRANSITIONS is keyed by (Phase, Step)
 
     HEAD = "request head read"
     BACKEND = "backend chosen"
@@ -247,6 +257,32 @@ def client_keep_alive(request: http1.Request, *, request_done: bool, body_mode: 
     ``max_requests_per_connection`` (nginx's ``keepalive_requests``)."""
     return (http1.client_keep_alive(request) and request_done and body_mode != "close"
             and not draining and requests < max_requests)
+
+
+def hsts_for(hsts: str | None, *, proto: str) -> str | None:
+    """The Strict-Transport-Security value a connection's responses carry, or None.
+
+    Only over TLS: RFC 6797 §7.2, "An HSTS Host MUST NOT include the STS header field in
+    HTTP responses conveyed over non-secure transport" (and §8.1: "If an HTTP response is
+    received over insecure transport, the UA MUST ignore any present STS header field(s)":
+    an attacker on a plain connection could otherwise pin a host, or unpin it with
+    max-age=0).  Off unless configured (``[proxy] hsts``, ``--hsts``), as in nginx, which adds
+    nothing by default: pinning a name to HTTPS for a year is the operator's decision."""
+    return hsts if proto == "https" else None
+
+
+def error_response(error: ProxyError, *, hsts: str | None = None) -> bytes:
+    """``render_error``'s bytes, with Strict-Transport-Security on a TLS connection.
+
+    The proxy's own answers (404, 502, 504, ...) carry it too: nginx's
+    ``add_header Strict-Transport-Security "..." always``, where ``always`` (nginx 1.7.5)
+    means "regardless of the response code"; without it nginx adds the field only to
+    200, 201, 204, 206, 301, 302, 303, 304, 307 and 308 (ngx_http_headers_module)."""
+    data = render_error(error)
+    if hsts is None:
+        return data
+    status_line = data.index(b"\r\n") + 2
+    return b"%bStrict-Transport-Security: %b\r\n%b" % (data[:status_line], hsts.encode("latin-1"), data[status_line:])
 
 
 def backend_reusable(response: http1.Response, leftover: bytes) -> bool:

@@ -485,6 +485,13 @@ def configure_cli(parser) -> None:
                          help="make outgoing connections from this local address (the proxy 'placed in a network')")
     forward.add_argument("--forward-host", action="append", default=[], metavar="NAME=IP",
                          help="resolve NAME to IP without DNS (checked by the rules like any DNS answer)")
+    parser.add_argument("--hsts", metavar="VALUE",
+                        help='add Strict-Transport-Security: VALUE (e.g. "max-age=31536000; includeSubDomains") to '
+                             "every response sent over TLS, the proxy's own errors included; an origin's own field "
+                             "is kept instead (RFC 6797; proxy/modes/redirect.py). Off by default. Overrides [proxy] hsts")
+    parser.add_argument("--redirect-from", metavar="HOST:PORT",
+                        help="also listen for plain HTTP here and answer every request with 308 Permanent Redirect "
+                             "to https://HOST on the --listen port (mode redirect, proxy/modes/redirect.py)")
     parser.add_argument("--admin", metavar="HOST:PORT",
                         help="serve the live status page (HTML and /status.json) here; keep it on loopback")
     parser.add_argument("--engine", choices=cfg.ENGINES, default=None,
@@ -523,9 +530,13 @@ def forward_policy_from_args(args):
 
 def config_from_args(args) -> cfg.Config:
     engine = getattr(args, "engine", None)
+    hsts, redirect_from = getattr(args, "hsts", None), getattr(args, "redirect_from", None)
     if args.config:
         config = cfg.load(args.config)
-        return config if engine is None else cfg.validate(replace(config, engine=engine))
+        overrides = {key: value for key, value in (("engine", engine), ("hsts", hsts)) if value is not None}
+        if redirect_from:
+            overrides["listeners"] = (*config.listeners, cfg.redirect_listener(redirect_from))
+        return cfg.validate(replace(config, **overrides)) if overrides else config
     if len(args.cert) != len(args.key):
         raise ConfigError("give one --key for every --cert")
     tls = cfg.BackendTLS(ca=args.backend_ca, cert=args.backend_cert, key=args.backend_key,
@@ -536,7 +547,7 @@ def config_from_args(args) -> cfg.Config:
         keylog=args.keylog, backend_keylog=args.backend_keylog, trace=args.trace,
         forward_policy=forward_policy_from_args(args),
         admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
-        engine=engine or "threaded",
+        engine=engine or "threaded", hsts=hsts, redirect_from=redirect_from,
     )
 
 

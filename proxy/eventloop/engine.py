@@ -54,6 +54,7 @@ from proxy.eventloop.session import HTTPSession
 from proxy.eventloop.stream import Stream
 from proxy.eventloop.tunnel import PassthroughSession
 from proxy.lifecycle import CUT_AT_SHUTDOWN, ConnEvent
+from proxy.modes import redirect
 from proxy.transport import close_quietly
 
 ACCEPT_BATCH = 64  # connections accepted per readiness event, at most (fairness to the others)
@@ -184,6 +185,9 @@ class EventLoopEngine:
             session = PassthroughSession(self, conn, stream)
         elif conn.listener.mode == "forward":
             session = ForwardSession(self, conn, stream)
+        elif conn.listener.mode == "redirect":  # plain HTTP, every request answered 308 (proxy.modes.redirect)
+            answer = redirect.answerer(self.server, conn.listener)
+            session = HTTPSession(self, conn, stream, proto="http", local_answer=answer)
         else:
             session = HTTPSession(self, conn, stream, proto="https" if conn.tls_version else "http")
         self.sessions.add(session)

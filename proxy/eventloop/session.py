@@ -47,8 +47,7 @@ import time
 from proxy import exchange as rules  # the decisions every engine shares
 from proxy import http1
 from proxy.errors import (BadGateway, ClientGone, ClientProtocolError, GatewayTimeout, InvalidUpstreamResponse,
-                          ProtocolError, ProxyError, RequestTimeout, StaleConnection, UpstreamError, WriteError,
-                          render_error)
+                          ProtocolError, ProxyError, RequestTimeout, StaleConnection, UpstreamError, WriteError)
 from proxy.eventloop.loop import Clock
 from proxy.eventloop.stream import HIGH_WATER, Stream
 from proxy.exchange import ON_FAILURE, ExchangePhase, Failure, Phase, Recovery, Step, failure_of, retryable
@@ -66,13 +65,16 @@ class HTTPSession:
     """One client connection's requests, one exchange at a time (``HTTPConnectionHandler``'s twin)."""
 
     def __init__(self, engine, conn, stream: Stream, *, proto: str, allow_absolute_form: bool = False,
-                 allow_connect: bool = False) -> None:
-        """The reader's options are the forward proxy's (``proxy.eventloop.forward``), as in the threaded engine."""
+                 allow_connect: bool = False, local_answer=None) -> None:
+        """The reader's options are the forward proxy's (``proxy.eventloop.forward``), as in the threaded engine;
+        ``local_answer`` (request -> (status, bytes)) answers each request here, no exchange (proxy.modes.redirect)."""
         self.engine = engine
         self.server = engine.server
         self.conn = conn
         self.client = stream
         self.proto = proto
+        self.local_answer = local_answer
+        self.hsts = rules.hsts_for(self.server.config.hsts, proto=proto)  # RFC 6797: over TLS only
         self.timeouts = self.server.timeouts
         self.reader = http1.RequestReader(self.server.limits.http, allow_absolute_form=allow_absolute_form,
                                           allow_connect=allow_connect)
@@ -164,6 +166,8 @@ class HTTPSession:
         self.conn.requests += 1
         self.state = EXCHANGE
         self.idle_until = self.head_until = None
+        if self.local_answer is not None:
+            return self.answer_locally(event)
         self.exchange = self.new_exchange(event)
         self.exchange.start()
 
@@ -171,13 +175,27 @@ class HTTPSession:
         """Hook: the forward proxy returns its own (a destination, or a tunnel), as ``HTTPConnectionHandler``."""
         return LoopExchange(self, request)
 
+    def answer_locally(self, request: http1.Request) -> None:
+        """``local_answer``'s response, then close (lingering if a body may still come), as ``RedirectHandler``."""
+        started = time.perf_counter()
+        status, data = self.local_answer(request)
+        self.client.write(data)
+        self.count_request(status)
+        if self.server.access_log.enabled:
+            self.server.access_log.write(rules.access_line(self.conn.client, request, status, len(data), "-",
+                                                           self.conn.tls_summary(), time.perf_counter() - started))
+        if request.framing.kind is BodyKind.NONE:
+            self.close_after_sending()
+        else:
+            self.linger()  # a body we will not read may still be on its way
+
     def head_failed(self, error: ProxyError | ClientGone) -> None:
         """A bad, slow or vanished head: ``ON_FAILURE[READ_HEAD, ...]``, as the threaded engine."""
         recovery = ON_FAILURE[Phase.READ_HEAD, failure_of(error)]
         if recovery is Recovery.CLOSE:
             return self.close()
         self.log_error(error)
-        self.client.write(render_error(error))
+        self.client.write(rules.error_response(error, hsts=self.hsts))
         if rules.client_may_still_send(error, self.reader.buffered):
             self.linger()
         else:
@@ -464,7 +482,7 @@ class LoopExchange:
         try:
             out, self.body_mode = http1.prepare_downstream_response(
                 response, client_version=request.version, request_method=request.method,
-                via=rules.via(response.version))
+                via=rules.via(response.version), hsts=self.session.hsts)
         except UpstreamError as error:
             return self.backend_failed(error)
         self.keep_alive = rules.client_keep_alive(
@@ -552,7 +570,7 @@ class LoopExchange:
         self.status = error.status
         self.end()
         plan = rules.after_answer(recovery, error, request_done=self.request_done)
-        self.client.write(render_error(error))
+        self.client.write(rules.error_response(error, hsts=session.hsts))
         session.answered(plan)
 
     def end(self) -> None:

@@ -23,6 +23,15 @@ Framing is re-derived, never copied: the forwarded message gets exactly one fram
 header, written from the ``Framing`` the reader decided, so a backend cannot read the
 body length differently from the proxy (request smuggling, RFC 9112 §11.2).
 
+One field is the terminator's own, not the origin's: ``Strict-Transport-Security``
+(RFC 6797, HSTS), which tells a browser to use nothing but HTTPS for this host.  It is
+the TLS listener's promise, so the proxy can add it to every response it sends over
+TLS (``hsts=``; ``proxy.modes.redirect`` tells the whole lesson).  An origin that set its
+own keeps it, alone: RFC 6797 §7.1, "If an STS header field is included, the HSTS Host
+MUST include only one such header field", and a browser given two would honour only the
+first (§8.1).  nginx's ``add_header`` would send both; here the origin's wins, since it
+knows its subdomains better than the proxy in front of it.
+
 Each function makes one pass over the field lines (this runs for every request and
 every response): fields it drops or rewrites are skipped on the way, and what the
 proxy adds goes at the end (the order of *different* field names carries no meaning,
@@ -242,8 +251,12 @@ def prepare_upstream_request(
     )
 
 
+STS = "strict-transport-security"
+
+
 def prepare_downstream_response(
-    response: Response, *, client_version: str, request_method: str, via: str = "1.1 tlsproxy"
+    response: Response, *, client_version: str, request_method: str, via: str = "1.1 tlsproxy",
+    hsts: str | None = None,
 ) -> tuple[Response, str]:
     """The response to send to the client, and how to send its body.
 
@@ -255,6 +268,9 @@ def prepare_downstream_response(
     The response's version is HTTP/1.1 (RFC 9110 §2.5: a server sends its own
     version).  The caller adds Connection as it decides (close for "close" mode),
     and must not forward a 1xx to an HTTP/1.0 client (RFC 9110 §15.2).
+
+    ``hsts`` (only on a TLS listener: RFC 6797 §7.2) is added as Strict-Transport-Security
+    unless the origin sent its own (see the module docstring); not to a 1xx.
     """
     source = response.headers
     options = _connection_options(source)
@@ -285,6 +301,8 @@ def prepare_downstream_response(
     if mode == "chunked":
         fields.append(("transfer-encoding", "Transfer-Encoding", ", ".join(codings + ["chunked"])))
     fields.append(("via", "Via", ", ".join(prior_via + [via])))
+    if hsts is not None and response.status >= 200 and (STS in options or not source._values(STS)):
+        fields.append((STS, "Strict-Transport-Security", hsts))
     forwarded = Response(
         "HTTP/1.1",
         response.status,

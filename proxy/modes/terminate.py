@@ -43,7 +43,7 @@ from proxy import http1
 from proxy.drive import next_event, pump_body
 from proxy.errors import (BadGateway, ClientError, ClientGone, ClientProtocolError, GatewayTimeout, InvalidUpstreamResponse, ProtocolError, ProxyError, ReadError,
                           ReadTimeout, RequestTimeout, StaleConnection, TransportError, UpstreamError, WriteError,
-                          WriteTimeout, render_error)
+                          WriteTimeout)
 from proxy.exchange import ON_FAILURE, ExchangePhase, Failure, Phase, Recovery, Step, retryable
 from proxy import exchange as rules  # the decisions every engine shares (the second half of proxy.exchange)
 from proxy.exchange import failure_of, via
@@ -68,6 +68,7 @@ class HTTPConnectionHandler:
         self.conn = conn
         self.client = Transport(conn.sock)
         self.proto = proto
+        self.hsts = rules.hsts_for(server.config.hsts, proto=proto)  # RFC 6797: over TLS only
         self.timeouts = server.timeouts
         self.reader = http1.RequestReader(server.limits.http, allow_absolute_form=allow_absolute_form,
                                           allow_connect=allow_connect)
@@ -179,7 +180,7 @@ class HTTPConnectionHandler:
 
     def send_error(self, error: ProxyError) -> None:
         try:
-            self.client.send(render_error(error), self.timeouts.send)
+            self.client.send(rules.error_response(error, hsts=self.hsts), self.timeouts.send)
         except TransportError:
             pass
 
@@ -383,7 +384,8 @@ class Exchange:
         server = self.server
         try:
             out, body_mode = http1.prepare_downstream_response(response, client_version=request.version,
-                                                               request_method=request.method, via=via(response.version))
+                                                               request_method=request.method, via=via(response.version),
+                                                               hsts=handler.hsts)
         except UpstreamError:
             conn.close()
             raise
