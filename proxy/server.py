@@ -27,6 +27,10 @@ Theory of operation
   ``daemon_threads = True`` and ``block_on_close = True``: connection threads are
   daemons (a bug in one can never keep the process alive), and stopping the server
   waits for them, bounded by the grace period.
+* SIGHUP reloads the certificates (``reload_certificates``): new contexts from the
+  same files, swapped in only if all of them load; open connections keep theirs.
+  Both engines look the context up per connection, so the next handshake shows the
+  new certificate.
 
 The same server runs every setup: a listener's ``mode`` picks the handler module in
 ``proxy.modes``.  In *terminate* mode this module performs the TLS handshake (the
@@ -293,11 +297,11 @@ class ProxyServer:
     def _connection_server(self, listener: cfg.ListenerConfig) -> Callable[[socket.socket, tuple], None]:
         """What a connection thread runs for each connection it accepts on ``listener``."""
         handler = self.handlers[listener.mode]
-        tls_context = self.tls_contexts.get(id(listener))
 
         def serve(sock: socket.socket, address: tuple) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._serve(ClientConnection(sock, address, listener), handler, tls_context)
+            # Looked up per connection, not once: a reload (SIGHUP) swaps the contexts.
+            self._serve(ClientConnection(sock, address, listener), handler, self.tls_contexts.get(id(listener)))
 
         return serve
 
@@ -395,14 +399,42 @@ class ProxyServer:
         self.backend_pool.close_idle()
         self.stopped.set()
 
+    def reload_certificates(self) -> bool:
+        """Read every TLS listener's certificate and key files again (SIGHUP); True if swapped.
+
+        How real terminators rotate certificates without dropping a connection (nginx
+        re-reads its configuration on SIGHUP; HAProxy's ``set ssl cert`` does it live): new
+        contexts are built from the same paths, and only when every one of them loads are
+        they swapped in, all at once.  A connection already open keeps the session it has
+        (its SSLSocket holds the old context); the next handshake uses the new
+        certificate.  A file that does not load (a half-copied PEM, a key that does not
+        match) changes nothing, and says so in one line.  The new contexts have new
+        session-ticket keys, so tickets issued before the reload no longer resume.
+        """
+        try:
+            fresh = {key: self._server_context(listener) for key, listener in
+                     ((id(listener), listener) for listener in self.config.listeners) if key in self.tls_contexts}
+        except (ConfigError, OSError, ssl.SSLError) as error:
+            print(f"tlsproxy: certificate reload failed, keeping the old certificates: {error}", file=self.log,
+                  flush=True)
+            return False
+        self.tls_contexts = fresh  # one assignment: a connection sees the old set or the new, never a mix
+        names = sorted({c.cert for listener in self.config.listeners if id(listener) in fresh for c in listener.certs})
+        print(f"tlsproxy: certificates reloaded from {', '.join(names)}", file=self.log, flush=True)
+        return True
+
     def serve_forever(self, stop_requested: threading.Event | None = None) -> None:
-        """Run until SIGINT or SIGTERM (or ``stop_requested``), then shut down gracefully."""
+        """Run until SIGINT or SIGTERM (or ``stop_requested``), then shut down gracefully; SIGHUP reloads
+        the certificates (``reload_certificates``)."""
         restore = None
         if stop_requested is None:
             stop_requested, restore = install_stop_signals()
+        reload_requested = getattr(stop_requested, "reload", None)  # a Signals: SIGHUP sets it
         try:
-            while not stop_requested.wait(0.5):
-                pass
+            while not stop_requested.wait(0.2):
+                if reload_requested is not None and reload_requested.is_set():
+                    reload_requested.clear()  # here, not in the handler: a handler may interrupt anything
+                    self.reload_certificates()
             print(f"tlsproxy: shutting down, letting requests finish (up to {self.timeouts.shutdown_grace:g}s)",
                   file=self.log)
             self.shutdown()
@@ -418,14 +450,25 @@ class ProxyServer:
             self.shutdown(grace=2.0)
 
 
-def install_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
-    """SIGINT and SIGTERM set the returned event; the function restores the old handlers.
+class Signals(threading.Event):
+    """Set by SIGINT or SIGTERM (stop gracefully); ``reload`` is set by SIGHUP (reload the certificates)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reload = threading.Event()
+
+
+def install_stop_signals() -> tuple[Signals, Callable[[], None]]:
+    """SIGINT and SIGTERM set the returned event, SIGHUP its ``reload``; the function restores the
+    old handlers.
 
     Installed *before* the listeners open, so a signal that arrives the moment the
-    port accepts still means "shut down gracefully", never "die mid-request".
+    port accepts still means "shut down gracefully", never "die mid-request" (and a
+    SIGHUP, whose default action ends the process, means "reload").
     """
-    requested = threading.Event()
+    requested = Signals()
     previous = {s: signal.signal(s, lambda signum, frame: requested.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: requested.reload.set())
 
     def restore() -> None:
         for s, handler in previous.items():
@@ -438,7 +481,8 @@ def install_stop_signals() -> tuple[threading.Event, Callable[[], None]]:
 def configure_cli(parser) -> None:
     parser.description = (
         "Run the proxy.  Either give one listener and its backends with flags, or a TOML file with "
-        "--config (see lab/configs/).  Ctrl-C or SIGTERM shuts down gracefully."
+        "--config (see lab/configs/).  Ctrl-C or SIGTERM shuts down gracefully; SIGHUP reloads the "
+        "certificate and key files (open connections keep theirs; a file that does not load changes nothing)."
     )
     parser.add_argument("--config", metavar="FILE", help="TOML configuration (listeners, pools, routes, limits)")
     parser.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8443",

@@ -65,7 +65,11 @@ class Listener:
 
     def __init__(self, engine: "EventLoopEngine", sock: socket.socket, config) -> None:
         self.engine, self.sock, self.config = engine, sock, config
-        self.context = engine.server.tls_contexts.get(id(config))
+
+    @property
+    def context(self):
+        """This listener's SSLContext, looked up per connection: a reload (SIGHUP) swaps them."""
+        return self.engine.server.tls_contexts.get(id(self.config))
 
     def handle_events(self, mask: int) -> None:
         engine = self.engine
