@@ -37,10 +37,11 @@ venv: $(STAMP)
 
 # $(call install_pinned,VENV,PYTHON): make VENV with PYTHON (once), then install the project and
 # its [lab,dev] extras at the versions in constraints.txt; --build-constraint also pins the
-# setuptools that builds the project. pip comes first: the one a new venv has may not know that flag.
+# setuptools that builds the project. pip comes first: the one a new venv has may not know that flag;
+# setuptools too, pinned: tests read pyproject.toml with it (PEP 639 license needs 77 or newer).
 define install_pinned
 	@test -x $(1)/bin/python || $(2) -m venv $(1)
-	$(1)/bin/python -m pip install --quiet --upgrade -c $(CONSTRAINTS) pip
+	$(1)/bin/python -m pip install --quiet --upgrade -c $(CONSTRAINTS) pip setuptools
 	$(1)/bin/python -m pip install --quiet -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[lab,dev]'
 	@touch $(1)/.installed
 endef

@@ -12,7 +12,7 @@ handout is that folder::
       Makefile             make venv / make check LAB=N / make lab
       lab/                 the six exercises (README + student.py), the checkers, the harness,
                            the lab network (topology/), example configs, the Wireshark sheet
-      notebooks/           the six notebooks, outputs cleared
+      notebooks/           the seven notebooks, outputs cleared
       captures/            the bundled captures (course/data/example-capture): pcaps + key logs
       tests/fixtures/clienthello/   the real ClientHellos exercise 5's checker reads
 
@@ -157,7 +157,7 @@ def _write_without_outputs(source: Path, target: Path) -> None:
 STUDENT_README = """\
 # TLS Termination Lab: student handout
 
-Six exercises that build pieces of a TLS-terminating reverse proxy, six notebooks that
+Six exercises that build pieces of a TLS-terminating reverse proxy, seven notebooks that
 watch one work, and real captures to open in Wireshark.
 
 ```
