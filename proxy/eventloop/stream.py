@@ -119,11 +119,15 @@ class Stream:
     def resume_reading(self) -> None:
         if self.eof or self.closed:
             return
-        if not self.reading:
-            self.reading = True
-            self._update()
-        # TLS may hold decrypted bytes no event will announce (see the docstring):
-        # try one read now rather than wait.
+        if self.reading:
+            # Already reading: ``_read`` drains ``pending()`` before it returns, so nothing
+            # decrypted is waiting unseen.  (Trying a read anyway cost a kernel read and an
+            # SSLWantReadError after about half the keep-alive responses at 1 connection.)
+            return
+        self.reading = True
+        self._update()
+        # Paused, TLS may have kept decrypted bytes no event will announce (see the
+        # docstring): try one read now rather than wait.
         if self.tls:
             self.loop.call_soon(self._read)
 
