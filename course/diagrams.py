@@ -294,7 +294,7 @@ ARCH_LAYERS: list[tuple[str, list[tuple[str, float]]]] = [
     ("server & acceptors: listen, accept, TLS handshake, hand over, shut down",
      [("proxy.admin", 0.12), ("proxy.acceptors", 0.38), ("proxy.server", 0.62)]),
     ("modes: what a connection is served with (listener mode)",
-     [("proxy.modes.passthrough", 0.12), ("proxy.modes.forward", 0.36), ("proxy.modes.terminate", 0.62)]),
+     [("proxy.modes.passthrough", 0.12), ("proxy.modes.forward", 0.36), ("proxy.modes.terminate", 0.62), ("proxy.modes.intercept", 0.86)]),
     ("driving: the drive loop and body pump; the tunnel relay",
      [("proxy.relay", 0.2), ("proxy.drive", 0.5)]),
     ("transport: one socket, and every speed trick",
@@ -304,7 +304,7 @@ ARCH_LAYERS: list[tuple[str, list[tuple[str, float]]]] = [
       ("proxy.exchange", 0.70), ("proxy.lifecycle", 0.86)]),
 ]
 #: Used from every layer: decisions, shared state, configuration, errors.
-ARCH_BESIDE = ["proxy.tls.contexts", "proxy.routing", "proxy.balancer", "proxy.pool", "proxy.health",
+ARCH_BESIDE = ["proxy.tls.contexts", "proxy.tls.mint", "proxy.routing", "proxy.balancer", "proxy.pool", "proxy.health",
                "proxy.policy", "proxy.tls.trace", "proxy.config", "proxy.errors"]
 #: ``tlsproxy serve`` starts here, and the server imports its modes by name (importlib).
 SERVE_ROOTS = ("proxy.server", "proxy.modes.terminate", "proxy.modes.passthrough", "proxy.modes.forward")

@@ -39,6 +39,12 @@ routes HTTP to its pools, so a bare ``HOST:PORT`` there is an error that asks fo
 A ``mode = "forward"`` listener needs no pools: its ``[forward]`` section (rules,
 ``connect_ports``, ``http_ports``, ``source_address``, ``hosts``) is parsed by
 ``proxy.policy.ForwardPolicy.from_table``; ``lab/configs/forward.toml`` shows it all.
+Two more keys there turn the forward proxy into one that reads HTTPS (lab only,
+``proxy.modes.intercept``; the threaded engine only so far)::
+
+    [forward]
+    intercept_ca = { cert = "certs/intercept-ca.pem", key = "certs/intercept-ca.key" }
+    origin_ca = "certs/ca.pem"        # what the origins' certificates are checked against (default: system store)
 
 HTTP to HTTPS, and HSTS (``proxy.modes.redirect`` tells why both, and what each
 leaves open)::
@@ -89,6 +95,15 @@ class Address:
 class CertFiles:
     cert: str
     key: str
+
+
+@dataclass(frozen=True)
+class Interception:
+    """``[forward] intercept_ca`` (and ``origin_ca``): the forward proxy decrypts CONNECT (proxy.modes.intercept)."""
+
+    cert: str  # the interception CA that signs the certificates minted per host (proxy.tls.mint)
+    key: str
+    origin_ca: str | None = None  # verify the real origins against this CA; None: the system trust store
 
 
 @dataclass(frozen=True)
@@ -197,6 +212,7 @@ class Config:
     trace: bool = False  # print each TLS handshake as it happens
     admin: Address | None = None  # the status page's listener (keep it on loopback)
     forward_policy: ForwardPolicy = field(default_factory=ForwardPolicy)  # [forward]: see proxy.policy
+    intercept: Interception | None = None  # [forward] intercept_ca: CONNECT decrypted (lab only)
     engine: str = "threaded"  # [proxy] engine: "threaded" or "eventloop" (ENGINES)
     hsts: str | None = None  # [proxy] hsts: Strict-Transport-Security on TLS listeners (see parse_hsts); off by default
     extra: dict[str, Any] = field(default_factory=dict)  # sections other modules own
@@ -359,6 +375,8 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
     limits = _dataclass_from(Limits, {k: v for k, v in limits_table.items() if k not in http_keys}, f"{where}: limits", http=http)
 
     proxy_table = data.get("proxy", {})
+    forward_table = dict(data.get("forward", {}))  # the interception keys are ours, the rest the policy's
+    intercept_table, origin_ca = forward_table.pop("intercept_ca", None), forward_table.pop("origin_ca", None)
     _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace", "engine", "hsts"}, f"{where}: proxy")
     config = Config(
         listeners=tuple(listeners),
@@ -372,11 +390,22 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
         trace=bool(proxy_table.get("trace", False)),
         engine=proxy_table.get("engine", "threaded"),
         hsts=proxy_table.get("hsts"),
-        forward_policy=ForwardPolicy.from_table(data.get("forward", {}), where=f"{where}: forward"),
+        forward_policy=ForwardPolicy.from_table(forward_table, where=f"{where}: forward"),
+        intercept=_interception(intercept_table, origin_ca, resolve, f"{where}: forward"),
         admin=_admin_address(data.get("admin", {}), where),
         extra={k: data[k] for k in ("forward", "admin") if k in data},
     )
     return validate(config)
+
+
+def _interception(table: Any, origin_ca: Any, resolve, where: str) -> Interception | None:
+    if table is None:
+        if origin_ca is not None:
+            raise ConfigError(f"{where}: origin_ca is for interception: give intercept_ca too")
+        return None
+    if not isinstance(table, dict) or set(table) != {"cert", "key"}:
+        raise ConfigError(f'{where}: intercept_ca must be {{ cert = "CA.pem", key = "CA.key" }}')
+    return Interception(resolve(table["cert"]), resolve(table["key"]), resolve(origin_ca))
 
 
 def _admin_address(table: dict[str, Any], where: str) -> Address | None:
@@ -508,12 +537,28 @@ def validate(config: Config) -> Config:
         _check_tcp_backends(config, pool)
     if config.hsts is not None:
         config = replace(config, hsts=parse_hsts(config.hsts))
+    if config.intercept is not None:
+        _check_interception(config)
     for route in config.routes:
         if route.pool not in pool_names:
             raise ConfigError(f"route to pool {route.pool!r}, but no pool has that name")
         if not route.path.startswith("/"):
             raise ConfigError(f"route path {route.path!r} must start with '/'")
     return config
+
+
+def _check_interception(config: Config) -> None:
+    """The interception CA loads (a CA, with its own key), beside a forward listener, on the threaded engine."""
+    if config.engine == "eventloop":
+        raise ConfigError("intercept_ca: interception runs on the threaded engine only so far (use engine threaded)")
+    if not any(listener.mode == "forward" for listener in config.listeners):
+        raise ConfigError("intercept_ca: interception is a forward-proxy mode; it needs a mode = \"forward\" listener")
+    intercept = config.intercept
+    if intercept.origin_ca and not os.path.isfile(intercept.origin_ca):
+        raise ConfigError(f"origin CA file {intercept.origin_ca} not found")
+    from proxy.tls.mint import load_ca  # here: only a configuration that intercepts needs it
+
+    load_ca(intercept.cert, intercept.key)
 
 
 def _check_redirect_listener(config: Config, listener: ListenerConfig) -> None:

@@ -529,6 +529,10 @@ def configure_cli(parser) -> None:
                          help="make outgoing connections from this local address (the proxy 'placed in a network')")
     forward.add_argument("--forward-host", action="append", default=[], metavar="NAME=IP",
                          help="resolve NAME to IP without DNS (checked by the rules like any DNS answer)")
+    forward.add_argument("--intercept-ca", nargs=2, metavar=("CERT", "KEY"),
+                         help="LAB ONLY: decrypt CONNECT tunnels, presenting certificates minted per host and "
+                              "signed by this CA (make one: python -m proxy.tls.mint --make-ca DIR); origins "
+                              "are verified against --backend-ca, else the system store (proxy/modes/intercept.py)")
     parser.add_argument("--hsts", metavar="VALUE",
                         help='add Strict-Transport-Security: VALUE (e.g. "max-age=31536000; includeSubDomains") to '
                              "every response sent over TLS, the proxy's own errors included; an origin's own field "
@@ -575,9 +579,12 @@ def forward_policy_from_args(args):
 def config_from_args(args) -> cfg.Config:
     engine = getattr(args, "engine", None)
     hsts, redirect_from = getattr(args, "hsts", None), getattr(args, "redirect_from", None)
+    intercept_ca = getattr(args, "intercept_ca", None)
+    intercept = cfg.Interception(*intercept_ca, origin_ca=getattr(args, "backend_ca", None)) if intercept_ca else None
     if args.config:
         config = cfg.load(args.config)
-        overrides = {key: value for key, value in (("engine", engine), ("hsts", hsts)) if value is not None}
+        overrides = {key: value for key, value in (("engine", engine), ("hsts", hsts), ("intercept", intercept))
+                     if value is not None}
         if redirect_from:
             overrides["listeners"] = (*config.listeners, cfg.redirect_listener(redirect_from))
         return cfg.validate(replace(config, **overrides)) if overrides else config
@@ -591,7 +598,7 @@ def config_from_args(args) -> cfg.Config:
         keylog=args.keylog, backend_keylog=args.backend_keylog, trace=args.trace,
         forward_policy=forward_policy_from_args(args),
         admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
-        engine=engine or "threaded", hsts=hsts, redirect_from=redirect_from,
+        engine=engine or "threaded", hsts=hsts, redirect_from=redirect_from, intercept=intercept,
     )
 
 
@@ -601,6 +608,9 @@ def run_cli(args) -> int:
     if config.keylog or config.backend_keylog:
         print("tlsproxy: WARNING: key logging is on: anyone with the key log file can decrypt this "
               "traffic. Use it in the lab only.", file=sys.stderr)
+    if config.intercept is not None:
+        print("tlsproxy: WARNING: interception is on: CONNECT tunnels are decrypted and every request, passwords "
+              "and cookies included, is read here. Use it in the lab only.", file=sys.stderr)
     server = ProxyServer(config).bind()
     server.start()
     for (host, port), listener in zip(server.addresses, config.listeners):

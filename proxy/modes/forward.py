@@ -44,6 +44,10 @@ makes the same ones without a thread::
     the addresses to try, as backends           destination_backends      choose_backend
     the CONNECT access-log line                 tunnel_line, tunnel_note  ForwardHandler.log_tunnel
 
+With ``[forward] intercept_ca`` (``--intercept-ca``, lab only) an allowed CONNECT is
+not tunnelled but intercepted: the proxy plays the origin with a certificate minted
+for it and reads every request (``proxy.modes.intercept``, threaded engine only).
+
 **Name resolution** is the one step that may wait: ``ForwardPolicy.resolve`` needs no
 network for an IP literal or a static ``hosts`` entry, but calls ``getaddrinfo`` for any
 other name.  A thread may block in it; the event loop may not (one blocked callback
@@ -220,6 +224,10 @@ class ForwardHandler(HTTPConnectionHandler):
         try:
             host, port = split_host_port(request.target)
             destination = self.authorize(host, port, connect=True)
+            if self.server.config.intercept is not None:  # lab only: decrypt it instead (proxy.modes.intercept)
+                from proxy.modes import intercept  # here: intercept imports this module
+
+                return intercept.serve(self, request, destination, started)
             upstream, address = self.open_tunnel(destination)
         except ProxyError as error:
             self.send_error(error)
