@@ -8,6 +8,8 @@
 * ``keyschedule``: the TLS 1.3 key schedule and record decryption, by hand (RFC 8446 §7).
 * ``rfc8448``: the published example handshake (RFC 8448 §3) the key schedule is checked on.
 * ``trace``: the handshake as it happens, through CPython's message callback.
+* ``mint``: certificates made on the fly for the intercepting forward proxy (lab only,
+  ``proxy.modes.intercept``), signed by an interception CA.
 
 The package imports nothing on its own, so a sans-IO module here (the record
 layer, a ClientHello parser, a key schedule) is importable without ``ssl``.
