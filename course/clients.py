@@ -70,8 +70,13 @@ class TLSView:
 
 
 def fingerprint(cert_path: str | Path) -> str:
-    """The ``TLSView.fingerprint`` of a PEM certificate file: which file did the client see?"""
-    der = ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text())
+    """The ``TLSView.fingerprint`` of a PEM certificate file: which file did the client see?
+
+    A server's file holds the leaf first and then its chain (``proxy.pki``): the leaf,
+    the certificate the client is shown as the peer's, is the first block."""
+    text = Path(cert_path).read_text()
+    end = "-----END CERTIFICATE-----"
+    der = ssl.PEM_cert_to_DER_cert(text[:text.index(end) + len(end)] + "\n")
     return hashlib.sha256(der).hexdigest()[:16]
 
 

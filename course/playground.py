@@ -47,13 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from proxy import config as cfg
 from course.delay import DelayLine
 from course.origin import Origin
-from proxy.pki import DEMO_API, DEMO_WWW, DemoPKI, ensure_demo_certs, file_stem, generate_leaf
+from proxy.pki import (DEMO_API, DEMO_WWW, DemoPKI, ensure_demo_certs, file_stem, generate_leaf, load_authority,
+                       save_leaf)
 from proxy.policy import ForwardPolicy
 from proxy.server import ProxyServer
 
@@ -167,24 +165,20 @@ class Playground:
         return origin
 
     def issue(self, name: str) -> tuple[str, str]:
-        """A new certificate for ``name`` from the demo CA, with a key of its own: (cert, key).
+        """A new certificate for ``name`` from the demo intermediate, with a key of its own: (cert, key).
 
         Two servers answering for one name usually hold two certificates.  In
         passthrough the origin must hold one itself (the proxy never decrypts), and a
         client can tell it from the proxy's only by its bytes (``course.clients.fingerprint``).
+        The file holds the leaf and the intermediate, as the demo PKI's own (``proxy.pki``).
         """
-        ca_cert = x509.load_pem_x509_certificate(self.pki.ca.read_bytes())
-        ca_key = serialization.load_pem_private_key((self.pki.directory / "ca.key").read_bytes(), password=None)
-        cert, key = generate_leaf(ca_cert, ca_key, [name])
+        authority = load_authority(self.pki.directory)
+        cert, key = generate_leaf(authority.intermediate, authority.intermediate_key, [name])
         directory = self.pki.directory / "issued"
         directory.mkdir(exist_ok=True)
         stem = directory / f"{file_stem(name)}-{os.getpid()}-{next(_SERIAL)}"
         cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from the start
-        with os.fdopen(fd, "wb") as file:
-            file.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+        save_leaf(cert, key, cert_path, key_path, chain=[authority.intermediate])
         return str(cert_path), str(key_path)
 
     def _stop_origin(self, name: str) -> None:
