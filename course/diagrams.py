@@ -888,6 +888,9 @@ def draw_from_runs(out: Path) -> list[Path]:
         runner = None
     if runner is not None and hasattr(runner, "regenerate_committed_figures"):
         paths += list(runner.regenerate_committed_figures(str(out / "bench")) or [])
+        from course.bench import sweep
+
+        paths += sweep.regenerate_committed_figures(str(out / "bench" / "sweep"))
     return paths
 
 
