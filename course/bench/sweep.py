@@ -118,7 +118,7 @@ def measure(options, *, progress_stream=sys.stderr) -> dict:
     setups = setups_available(options.nginx, notes)
     workloads = workloads_for(options.workloads)
     connections = tuple(options.connections or CONNECTIONS)
-    rounds, duration = options.rounds, max(1.0, options.duration)  # wrk counts whole seconds (rounds 1.5 to 2)
+    rounds, duration = options.rounds, float(max(1, round(options.duration)))  # wrk counts whole seconds: 1.5 is 2
     for note in notes:
         print(f"bench: {note}", file=progress_stream)
     out = Path(options.out)
