@@ -17,6 +17,7 @@ IO_MODULES = {"socket", "ssl", "threading", "select", "selectors", "asyncio", "s
 #: The sans-IO cores: bytes (or events) in, values out.  Every engine and protocol shares them.
 SANS_IO = [
     *sorted((PROXY / "http1").glob("*.py")),
+    *sorted((PROXY / "h2").glob("*.py")),  # the h2 -> h1 downgrade: no I/O, not even the h2 library
     PROXY / "exchange.py",
     PROXY / "lifecycle.py",
     PROXY / "routing.py",
