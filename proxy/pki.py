@@ -192,7 +192,8 @@ def _ski(cert: x509.Certificate) -> bytes:
 
 
 def generate_ca(
-    common_name: str = CA_COMMON_NAME, key_type: str = "ecdsa", *, path_length: int | None = None
+    common_name: str = CA_COMMON_NAME, key_type: str = "ecdsa", *, path_length: int | None = None,
+    days: int = CA_DAYS,
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A self-signed root CA certificate and its key.
 
@@ -210,7 +211,7 @@ def generate_ca(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

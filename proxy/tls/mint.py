@@ -72,10 +72,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proxy.errors import ConfigError
+from proxy.pki import generate_ca
 from proxy.tls import contexts
 
 CA_COMMON_NAME = "TLS Lab Interception CA \u2014 lab only"
-ORGANIZATION = "TLS Termination Lab"
 CA_DAYS = 90  # a lab CA: short-lived, so a forgotten copy in a trust store soon stops working
 LEAF_LIFETIME = datetime.timedelta(days=1)
 BACKDATE = datetime.timedelta(hours=1)  # tolerate a little clock skew
@@ -134,25 +134,8 @@ def make_ca(directory: str | os.PathLike[str], *, days: int = CA_DAYS) -> tuple[
     """Write a new lab interception CA to ``directory``; returns (certificate, key) paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)])
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    # The demo PKI's root builder (proxy.pki), with pathlen 0: it signs leaves, never another CA.
+    cert, key = generate_ca(CA_COMMON_NAME, "ecdsa", path_length=0, days=days)
     cert_path, key_path = directory / CA_CERT_FILE, directory / CA_KEY_FILE
     for path in (cert_path, key_path):
         if path.exists():  # replacing a CA would silently break every client that trusts the old one
