@@ -43,6 +43,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.pki import leaf_der
+
 TIMEOUT = 10.0
 
 Address = tuple[str, int]
@@ -74,9 +76,7 @@ def fingerprint(cert_path: str | Path) -> str:
 
     A server's file holds the leaf first and then its chain (``proxy.pki``): the leaf,
     the certificate the client is shown as the peer's, is the first block."""
-    text = Path(cert_path).read_text()
-    end = "-----END CERTIFICATE-----"
-    der = ssl.PEM_cert_to_DER_cert(text[:text.index(end) + len(end)] + "\n")
+    der = leaf_der(cert_path)
     return hashlib.sha256(der).hexdigest()[:16]
 
 

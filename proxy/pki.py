@@ -390,6 +390,15 @@ def _directory_lock(directory: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def leaf_der(path: str | os.PathLike[str]) -> bytes:
+    """The DER of the first certificate of a PEM file: the leaf of a ``NAME.pem`` that holds
+    leaf + intermediate, the certificate a client is shown as the peer's.
+
+    (``ssl.PEM_cert_to_DER_cert`` takes one certificate only: given a chain, Python 3.11
+    decodes garbage from it and 3.13 raises.)"""
+    return _read_pem_cert(Path(path)).public_bytes(serialization.Encoding.DER)
+
+
 def _read_pem_cert(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())

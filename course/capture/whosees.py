@@ -37,11 +37,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-import ssl
 from dataclasses import dataclass, field
 
 from course.capture.bundle import CaptureBundle
 from course.capture.dissect import Dissection, dissect
+from proxy.pki import leaf_der
 from proxy.tls.keyschedule import parse_key_log
 
 ITEMS = ("SNI", "certificate", "Host", "path", "headers", "body", "client address")
@@ -114,7 +114,7 @@ def _key_log(bundle: CaptureBundle, parties: tuple[str, ...]) -> dict:
 
 def _certificate_der(bundle: CaptureBundle) -> bytes | None:
     path = bundle.certificate
-    return ssl.PEM_cert_to_DER_cert(path.read_text()) if path and path.exists() else None
+    return leaf_der(path) if path and path.exists() else None  # the leaf of a leaf + intermediate file
 
 
 def _found(dissections: list[Dissection], needle: bytes | re.Pattern) -> Cell:
