@@ -304,8 +304,8 @@ ARCH_LAYERS: list[tuple[str, list[tuple[str, float]]]] = [
       ("proxy.exchange", 0.70), ("proxy.lifecycle", 0.86)]),
 ]
 #: Used from every layer: decisions, shared state, configuration, errors.
-ARCH_BESIDE = ["proxy.tls.contexts", "proxy.tls.mint", "proxy.routing", "proxy.balancer", "proxy.pool", "proxy.health",
-               "proxy.policy", "proxy.tls.trace", "proxy.config", "proxy.errors"]
+ARCH_BESIDE = ["proxy.tls.contexts", "proxy.tls.mint", "proxy.pki", "proxy.routing", "proxy.balancer", "proxy.pool",
+               "proxy.health", "proxy.policy", "proxy.tls.trace", "proxy.config", "proxy.errors"]
 #: ``tlsproxy serve`` starts here, and the server imports its modes by name (importlib).
 SERVE_ROOTS = ("proxy.server", "proxy.modes.terminate", "proxy.modes.passthrough", "proxy.modes.forward")
 SETUP = 3
@@ -480,8 +480,9 @@ def draw_proxy_layers(ax, root: Path, modules: dict[str, list[Path]], off_path: 
         boxes[module] = node(ax, sum(BESIDE) / 2, top - 0.04 - (k + 0.5) * step, label_of(module, modules[module]),
                              note[module], size=9.5, note_size=7, wrap=32, fc="white")
     if off_path:
-        ax.text(0.012, bottom - 0.02, "in proxy/ but never imported by `tlsproxy serve` (found from the imports): "
-                "used by course/ and the tests", fontsize=8.5, style="italic", color=MUTED, va="top")
+        ax.text(0.012, bottom - 0.02, "in proxy/ but off the default path (found from the imports): the event-loop "
+                "engine and the redirect mode (imported by name when configured), and what course/ and the tests use",
+                fontsize=8.5, style="italic", color=MUTED, va="top")
     for k, module in enumerate(off_path):
         if module in boxes:  # placed, but serve no longer reaches it: say so where it stands
             boxes[module].set_linestyle("--")
