@@ -294,14 +294,14 @@ ARCH_LAYERS: list[tuple[str, list[tuple[str, float]]]] = [
     ("server & acceptors: listen, accept, TLS handshake, hand over, shut down",
      [("proxy.admin", 0.12), ("proxy.acceptors", 0.38), ("proxy.server", 0.62)]),
     ("modes: what a connection is served with (listener mode)",
-     [("proxy.modes.passthrough", 0.12), ("proxy.modes.forward", 0.36), ("proxy.modes.terminate", 0.62), ("proxy.modes.intercept", 0.86)]),
+     [("proxy.modes.passthrough", 0.10), ("proxy.modes.forward", 0.30), ("proxy.modes.terminate", 0.50), ("proxy.modes.h2", 0.70), ("proxy.modes.intercept", 0.90)]),
     ("driving: the drive loop and body pump; the tunnel relay",
      [("proxy.relay", 0.2), ("proxy.drive", 0.5)]),
     ("transport: one socket, and every speed trick",
      [("proxy.transport", 0.45)]),
     ("sans-IO cores: bytes in, events out (no socket, ssl or threading)",
-     [("proxy.http1", 0.13), ("proxy.tls.records", 0.36), ("proxy.tls.clienthello", 0.52),
-      ("proxy.exchange", 0.70), ("proxy.lifecycle", 0.86)]),
+     [("proxy.http1", 0.08), ("proxy.h2.downgrade", 0.22), ("proxy.h2.response", 0.36), ("proxy.tls.records", 0.50),
+      ("proxy.tls.clienthello", 0.63), ("proxy.exchange", 0.77), ("proxy.lifecycle", 0.90)]),
 ]
 #: Used from every layer: decisions, shared state, configuration, errors.
 ARCH_BESIDE = ["proxy.tls.contexts", "proxy.tls.mint", "proxy.pki", "proxy.routing", "proxy.balancer", "proxy.pool",

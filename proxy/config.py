@@ -168,6 +168,10 @@ class ListenerConfig:
     mode: str = "terminate"
     certs: tuple[CertFiles, ...] = ()
     https_port: int | None = None  # mode "redirect": the port in Location; None: the first terminate listener's
+    # ALPN offered on a terminate listener (``alpn = ["h2", "http/1.1"]``, ``--alpn h2,http/1.1``): with
+    # "h2" a client that negotiates it is served HTTP/2 (proxy.modes.h2).  The default stays HTTP/1.1
+    # only; it flips to h2 first when both engines serve HTTP/2.
+    alpn: tuple[str, ...] = ("http/1.1",)
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,7 @@ class Limits:
     max_connections: int = 1024  # concurrent client connections (nginx `worker_connections 512` x 2 workers)
     max_requests_per_connection: int = 1000  # nginx `keepalive_requests 1000`
     pool_max_idle: int = 32  # idle connections kept per backend (nginx `keepalive 32` is a common setting)
+    max_concurrent_streams: int = 100  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (HAProxy's 100; nginx's is 128)
     http: HTTPLimits = field(default_factory=HTTPLimits)
 
 
@@ -331,7 +336,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
     listeners = []
     for i, table in enumerate(data.get("listeners", [])):
         w = f"{where}: listeners[{i}]"
-        _reject_unknown(table, {"listen", "mode", "certs", "https_port"}, w)
+        _reject_unknown(table, {"listen", "mode", "certs", "https_port", "alpn"}, w)
         if "listen" not in table:
             raise ConfigError(f"{w}: missing 'listen' (e.g. listen = \"127.0.0.1:8443\")")
         certs = []
@@ -341,7 +346,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
                 raise ConfigError(f"{w}.certs[{j}]: needs both cert and key")
             certs.append(CertFiles(resolve(c["cert"]), resolve(c["key"])))
         listeners.append(ListenerConfig(parse_address(table["listen"]), table.get("mode", "terminate"), tuple(certs),
-                                        table.get("https_port")))
+                                        table.get("https_port"), parse_alpn(table.get("alpn", ["http/1.1"]), where=w)))
 
     pools = []
     for i, table in enumerate(data.get("pools", [])):
@@ -422,6 +427,7 @@ def from_flags(
     strategy: str = "round_robin",
     backend_tls: BackendTLS = BackendTLS(),
     redirect_from: str | None = None,
+    alpn: Any = ("http/1.1",),
     **options: Any,
 ) -> Config:
     """The one-listener, one-pool configuration behind ``tlsproxy serve --backend ...``.
@@ -434,11 +440,26 @@ def from_flags(
         strategy,
         tls=backend_tls,
     )
-    listener = ListenerConfig(parse_address(listen), mode, tuple(CertFiles(c, k) for c, k in certs))
+    listener = ListenerConfig(parse_address(listen), mode, tuple(CertFiles(c, k) for c, k in certs),
+                              alpn=parse_alpn(alpn, where="--alpn"))
     extra = (redirect_listener(redirect_from),) if redirect_from else ()
     return validate(
         Config(listeners=(listener, *extra), pools=(pool,) if backends else (), routes=(RouteConfig("default"),) if backends else (), **options)
     )
+
+
+ALPN_PROTOCOLS = ("h2", "http/1.1")  # what a terminate listener can speak (RFC 7301 protocol IDs)
+
+
+def parse_alpn(value: Any, *, where: str) -> tuple[str, ...]:
+    """``"h2,http/1.1"`` (the flag) or ``["h2", "http/1.1"]`` (TOML), in preference order, checked."""
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f'{where}: alpn must be a list like ["h2", "http/1.1"], got {value!r}')
+    for name in names:
+        if name not in ALPN_PROTOCOLS:
+            raise ConfigError(f"{where}: unknown ALPN protocol {name!r} (one of {', '.join(ALPN_PROTOCOLS)})")
+    return tuple(dict.fromkeys(names))
 
 
 def redirect_listener(address: str, https_port: int | None = None) -> ListenerConfig:
@@ -499,6 +520,9 @@ def validate(config: Config) -> Config:
             if listener.mode not in EVENTLOOP_MODES:
                 raise ConfigError(f"listener {listener.listen}: mode {listener.mode!r} is not supported by the "
                                   f"eventloop engine yet (only {', '.join(EVENTLOOP_MODES)}); use engine threaded")
+            if "h2" in listener.alpn:
+                raise ConfigError(f"listener {listener.listen}: HTTP/2 runs on the threaded engine only so far "
+                                  f"(alpn h2 with engine eventloop; use engine threaded)")
     for section, table in (("timeouts", config.timeouts), ("limits", config.limits)):
         for f in fields(table):  # zero or negative would crash later, in every connection
             value = getattr(table, f.name)
@@ -511,6 +535,8 @@ def validate(config: Config) -> Config:
     for listener in config.listeners:
         if listener.mode not in MODES:
             raise ConfigError(f"listener {listener.listen}: unknown mode {listener.mode!r} (one of {', '.join(MODES)})")
+        if listener.alpn != ("http/1.1",) and listener.mode != "terminate":
+            raise ConfigError(f"listener {listener.listen}: alpn is for terminate listeners (HTTP/2 on the client leg)")
         if listener.mode == "terminate" and not listener.certs:
             raise ConfigError(f"listener {listener.listen}: terminate mode needs a certificate (--cert and --key)")
         _check_redirect_listener(config, listener)

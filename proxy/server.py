@@ -155,6 +155,7 @@ class ClientConnection:
     tls_resumed: bool = False
     server_name: str | None = None
     handshake_ms: float | None = None
+    alpn: str | None = None  # the ALPN protocol negotiated ("h2" is served by proxy.modes.h2)
     requests: int = 0
     aborted: bool = False  # a response was cut short: close without close_notify (RFC 9112 §9.8)
 
@@ -171,7 +172,8 @@ class ClientConnection:
         if not self.tls_version:
             return "tls=-"
         kind = "resumed" if self.tls_resumed else "full"
-        return (f"tls={self.tls_version} cipher={self.tls_cipher} "
+        alpn = f" alpn={self.alpn}" if self.alpn not in (None, "http/1.1") else ""  # shown when not the default
+        return (f"tls={self.tls_version} cipher={self.tls_cipher}{alpn} "
                 f"handshake={kind}/{self.handshake_ms:.1f}ms")
 
 
@@ -211,7 +213,7 @@ class ProxyServer:
     # ------------------------------------------------------------------ setup
     def _server_context(self, listener: cfg.ListenerConfig) -> ssl.SSLContext:
         pairs = [contexts.CertKey(c.cert, c.key) for c in listener.certs]
-        ctx = contexts.server_context(pairs, keylog=self.config.keylog)
+        ctx = contexts.server_context(pairs, alpn=listener.alpn, keylog=self.config.keylog)
         if self.config.trace:
             from proxy.tls import trace  # imported only when asked: it uses a private ssl hook
 
@@ -360,6 +362,7 @@ class ProxyServer:
         conn.tls_cipher = info["cipher"] or "?"
         conn.tls_resumed = info["session_reused"]
         conn.server_name = info["server_name"]  # the SNI the client sent (None without one)
+        conn.alpn = info["alpn"]
         with self.stats.lock:
             if conn.tls_resumed:
                 self.stats.handshakes_resumed += 1
@@ -540,6 +543,10 @@ def configure_cli(parser) -> None:
     parser.add_argument("--redirect-from", metavar="HOST:PORT",
                         help="also listen for plain HTTP here and answer every request with 308 Permanent Redirect "
                              "to https://HOST on the --listen port (mode redirect, proxy/modes/redirect.py)")
+    parser.add_argument("--alpn", metavar="LIST",
+                        help="ALPN protocols a terminate listener offers, in order: http/1.1 (default) or "
+                             "h2,http/1.1 (HTTP/2 to clients, HTTP/1.1 to backends: proxy/modes/h2.py; threaded "
+                             "engine only). With --config it replaces every terminate listener's alpn")
     parser.add_argument("--admin", metavar="HOST:PORT",
                         help="serve the live status page (HTML and /status.json) here; keep it on loopback")
     parser.add_argument("--engine", choices=cfg.ENGINES, default=None,
@@ -585,8 +592,12 @@ def config_from_args(args) -> cfg.Config:
         config = cfg.load(args.config)
         overrides = {key: value for key, value in (("engine", engine), ("hsts", hsts), ("intercept", intercept))
                      if value is not None}
+        if getattr(args, "alpn", None):
+            alpn = cfg.parse_alpn(args.alpn, where="--alpn")
+            overrides["listeners"] = tuple(replace(listener, alpn=alpn) if listener.mode == "terminate" else listener
+                                           for listener in config.listeners)
         if redirect_from:
-            overrides["listeners"] = (*config.listeners, cfg.redirect_listener(redirect_from))
+            overrides["listeners"] = (*overrides.get("listeners", config.listeners), cfg.redirect_listener(redirect_from))
         return cfg.validate(replace(config, **overrides)) if overrides else config
     if len(args.cert) != len(args.key):
         raise ConfigError("give one --key for every --cert")
@@ -599,6 +610,7 @@ def config_from_args(args) -> cfg.Config:
         forward_policy=forward_policy_from_args(args),
         admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
         engine=engine or "threaded", hsts=hsts, redirect_from=redirect_from, intercept=intercept,
+        alpn=getattr(args, "alpn", None) or ("http/1.1",),
     )
 
 

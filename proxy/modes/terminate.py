@@ -57,6 +57,10 @@ NO_BODY, CHUNKED = BodyKind.NONE, BodyKind.CHUNKED
 
 def handle(server, conn) -> None:
     """Serve requests on ``conn`` until either side closes or a limit is reached."""
+    if conn.alpn == "h2":  # ALPN chose HTTP/2 (RFC 9113 §3.2): many streams on this connection
+        from proxy.modes import h2
+
+        return h2.handle(server, conn)
     HTTPConnectionHandler(server, conn, proto="https" if conn.tls_version else "http").run()
 
 
@@ -413,14 +417,18 @@ class Exchange:
             conn.close()
             raise ClientGone() from None
         self.phase.go(Step.END)
+        self.release_backend(conn, response)
+        self.keep_alive = client_keep_alive
+
+    def release_backend(self, conn, response: http1.Response) -> None:
+        """The response was read to its end: give the connection back, or close it (shared with HTTP/2)."""
         # Leftover bytes after the response mean the backend sent more than it framed:
         # that connection can never be trusted with another request.
         leftover = conn.reader.take_buffered()
         reusable = rules.backend_reusable(response, leftover)
         if reusable:
-            server.backend_pool.remember_session(conn)
-        server.backend_pool.release(conn, reusable=reusable)
-        self.keep_alive = client_keep_alive
+            self.server.backend_pool.remember_session(conn)
+        self.server.backend_pool.release(conn, reusable=reusable)
 
     def responding(self) -> None:
         """The first byte of the response is leaving: from now on a failure can only abort."""
