@@ -336,6 +336,11 @@ class ProxyServer:
     def _handshake(self, conn: ClientConnection, context: ssl.SSLContext) -> bool:
         """The TLS handshake of the client leg; False if it failed (already logged)."""
         conn.life.go(ConnEvent.TLS)
+        return self.tls_handshake(conn, context)
+
+    def tls_handshake(self, conn: ClientConnection, context: ssl.SSLContext, *, what: str = "TLS handshake") -> bool:
+        """Wrap ``conn.sock`` as the server side and complete the handshake, with the bookkeeping
+        either way (also the intercepting proxy's, on the socket that carried the CONNECT)."""
         started = time.perf_counter()
         try:
             conn.sock.settimeout(self.timeouts.handshake)
@@ -343,16 +348,16 @@ class ProxyServer:
             conn.sock = tls
             tls.do_handshake()
         except (ssl.SSLError, OSError) as error:
-            self._handshake_failed(conn, error)
+            self._handshake_failed(conn, error, what=what)
             return False
         self._handshake_done(conn, tls, started)
         return True
 
     # The bookkeeping of a handshake, shared with the event loop (proxy.eventloop.engine).
-    def _handshake_failed(self, conn: ClientConnection, error: BaseException) -> None:
+    def _handshake_failed(self, conn: ClientConnection, error: BaseException, *, what: str = "TLS handshake") -> None:
         self.stats.add(handshake_failures=1)
         reason = getattr(error, "reason", None) or type(error).__name__
-        self.access_log.write(f"{conn.client} TLS handshake failed: {reason}")
+        self.access_log.write(f"{conn.client} {what} failed: {reason}")
 
     def _handshake_done(self, conn: ClientConnection, tls: ssl.SSLSocket, started: float) -> None:
         conn.handshake_ms = (time.perf_counter() - started) * 1000

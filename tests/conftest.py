@@ -68,7 +68,7 @@ def proxy_factory(pki, engine):
 
     def start(pools: dict[str, list[str]] | None = None, routes: list[cfg.RouteConfig] | None = None, *,
               mode: str = "terminate", strategy: str = "round_robin", certs=None, timeouts=None, limits=None,
-              pool_options: dict | None = None, **options) -> ProxyServer:
+              pool_options: dict | None = None, alpn: tuple[str, ...] | None = None, **options) -> ProxyServer:
         options.setdefault("engine", engine)
         pools = pools or {}
         pool_options = pool_options or {}
@@ -89,7 +89,8 @@ def proxy_factory(pki, engine):
             extra["limits"] = limits
         config = cfg.validate(cfg.Config(
             listeners=(cfg.ListenerConfig(cfg.Address("127.0.0.1", 0), mode,
-                                          tuple(cfg.CertFiles(c, k) for c, k in (certs or []))),),
+                                          tuple(cfg.CertFiles(c, k) for c, k in (certs or [])),
+                                          **({"alpn": tuple(alpn)} if alpn is not None else {})),),
             pools=pool_configs, routes=tuple(routes), access_log=options.pop("access_log", None), **extra, **options,
         ))
         server = ProxyServer(config).bind().start()

@@ -598,12 +598,8 @@ class H2Exchange(Exchange):
                 trailers = trailer_fields(http1.prepare_trailers(event.trailers, response.headers))
                 self.handler.post(self.stream, "end", trailers)
                 return
-        except (ProtocolError, ReadError) as error:
-            conn.close()
-            raise rules.backend_read_failure(error, self.backend.name, before_head=False, reused=conn.reused) from None
-        except ReadTimeout:
-            conn.close()
-            raise GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s") from None
+        except (ProtocolError, ReadError, ReadTimeout) as error:
+            raise self.body_read_failure(conn, error, timeout) from None
         except ClientGone:
             conn.close()
             raise

@@ -195,20 +195,10 @@ def open_origin(handler: ForwardHandler, interceptor: Interceptor, destination: 
 
 
 def handshake(server, conn, context: ssl.SSLContext) -> bool:
-    """The TLS handshake with the client, as ``host``, on the socket that carried the CONNECT."""
-    started = time.perf_counter()
-    try:
-        conn.sock.settimeout(server.timeouts.handshake)
-        tls = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
-        conn.sock = tls
-        tls.do_handshake()
-    except (ssl.SSLError, OSError) as error:
-        server.stats.add(handshake_failures=1)
-        reason = getattr(error, "reason", None) or type(error).__name__
-        server.access_log.write(f"{conn.client} intercepted TLS handshake failed: {reason}")
-        return False
-    server._handshake_done(conn, tls, started)  # the bookkeeping every client-leg handshake gets
-    return True
+    """The TLS handshake with the client, as ``host``, on the socket that carried the CONNECT: the
+    server's own (``ProxyServer.tls_handshake``), logged as intercepted; the connection's lifecycle
+    stays where the CONNECT put it."""
+    return server.tls_handshake(conn, context, what="intercepted TLS handshake")
 
 
 def log_connect(handler: ForwardHandler, request: http1.Request, status: int, started: float, *,

@@ -405,13 +405,8 @@ class Exchange:
         try:
             self.response_bytes = pump_body(conn.reader, conn.transport, timeout, to_client,
                                             chunked=body_mode == "chunked", headers=response.headers)
-        # Reading the backend:
-        except (ProtocolError, ReadError) as error:
-            conn.close()
-            raise rules.backend_read_failure(error, self.backend.name, before_head=False, reused=conn.reused) from None
-        except ReadTimeout:
-            conn.close()
-            raise GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s") from None
+        except (ProtocolError, ReadError, ReadTimeout) as error:  # reading the backend
+            raise self.body_read_failure(conn, error, timeout) from None
         # Writing to the client:
         except (WriteTimeout, WriteError):
             conn.close()
@@ -419,6 +414,14 @@ class Exchange:
         self.phase.go(Step.END)
         self.release_backend(conn, response)
         self.keep_alive = client_keep_alive
+
+    def body_read_failure(self, conn, error: Exception, timeout: float) -> ProxyError:
+        """The backend failed while its body was relayed (shared with HTTP/2): its connection is
+        closed, and the error to raise is returned: 504 if it stalled, else ``backend_read_failure``'s."""
+        conn.close()
+        if isinstance(error, ReadTimeout):
+            return GatewayTimeout(f"backend {self.backend.name} stalled mid-body for {timeout:g}s")
+        return rules.backend_read_failure(error, self.backend.name, before_head=False, reused=conn.reused)
 
     def release_backend(self, conn, response: http1.Response) -> None:
         """The response was read to its end: give the connection back, or close it (shared with HTTP/2)."""
