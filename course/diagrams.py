@@ -301,8 +301,8 @@ ARCH_LAYERS: list[tuple[str, list[tuple[str, float]]]] = [
     ("transport: one socket, and every speed trick",
      [("proxy.transport", 0.45)]),
     ("sans-IO cores: bytes in, events out (no socket, ssl or threading)",
-     [("proxy.http1", 0.08), ("proxy.h2.downgrade", 0.22), ("proxy.h2.response", 0.36), ("proxy.tls.records", 0.50),
-      ("proxy.tls.clienthello", 0.63), ("proxy.exchange", 0.77), ("proxy.lifecycle", 0.90)]),
+     [("proxy.http1", 0.07), ("proxy.h2.connection", 0.19), ("proxy.h2.downgrade", 0.31), ("proxy.h2.response", 0.43),
+      ("proxy.tls.records", 0.55), ("proxy.tls.clienthello", 0.67), ("proxy.exchange", 0.79), ("proxy.lifecycle", 0.91)]),
 ]
 #: Used from every layer: decisions, shared state, configuration, errors.
 ARCH_BESIDE = ["proxy.tls.contexts", "proxy.tls.mint", "proxy.pki", "proxy.routing", "proxy.balancer", "proxy.pool",

@@ -520,9 +520,6 @@ def validate(config: Config) -> Config:
             if listener.mode not in EVENTLOOP_MODES:
                 raise ConfigError(f"listener {listener.listen}: mode {listener.mode!r} is not supported by the "
                                   f"eventloop engine yet (only {', '.join(EVENTLOOP_MODES)}); use engine threaded")
-            if "h2" in listener.alpn:
-                raise ConfigError(f"listener {listener.listen}: HTTP/2 runs on the threaded engine only so far "
-                                  f"(alpn h2 with engine eventloop; use engine threaded)")
     for section, table in (("timeouts", config.timeouts), ("limits", config.limits)):
         for f in fields(table):  # zero or negative would crash later, in every connection
             value = getattr(table, f.name)

@@ -550,8 +550,8 @@ def configure_cli(parser) -> None:
                              "to https://HOST on the --listen port (mode redirect, proxy/modes/redirect.py)")
     parser.add_argument("--alpn", metavar="LIST",
                         help="ALPN protocols a terminate listener offers, in order: http/1.1 (default) or "
-                             "h2,http/1.1 (HTTP/2 to clients, HTTP/1.1 to backends: proxy/modes/h2.py; threaded "
-                             "engine only). With --config it replaces every terminate listener's alpn")
+                             "h2,http/1.1 (HTTP/2 to clients, HTTP/1.1 to backends: proxy/modes/h2.py, "
+                             "proxy/eventloop/h2session.py). With --config it replaces every terminate listener's alpn")
     parser.add_argument("--admin", metavar="HOST:PORT",
                         help="serve the live status page (HTML and /status.json) here; keep it on loopback")
     parser.add_argument("--engine", choices=cfg.ENGINES, default=None,

@@ -12,8 +12,8 @@ balancers, stats, access log, status page, health checks); when its configuratio
           no longer watched: the backlog waits)                  wait for that event)
 
 A listener without TLS skips the handshake.  ``serve`` then picks the session by the
-listener's mode: ``HTTPSession`` (terminate), ``PassthroughSession`` (``tunnel.py``) or
-``ForwardSession`` (``forward.py``).
+listener's mode: ``HTTPSession`` (terminate; ``H2Session``, ``h2session.py``, when ALPN
+chose h2), ``PassthroughSession`` (``tunnel.py``) or ``ForwardSession`` (``forward.py``).
 
 **Accepting.**  A readable listening socket has connections queued; ``accept`` is
 called until it says EAGAIN.  At ``max_connections`` the listeners are taken out of
@@ -49,6 +49,7 @@ import time
 
 from proxy.eventloop.backends import LoopPool
 from proxy.eventloop.forward import ForwardSession, Resolver
+from proxy.eventloop.h2session import H2Session
 from proxy.eventloop.loop import READ, WRITE, EventLoop
 from proxy.eventloop.session import HTTPSession
 from proxy.eventloop.stream import Stream
@@ -192,6 +193,8 @@ class EventLoopEngine:
         elif conn.listener.mode == "redirect":  # plain HTTP, every request answered 308 (proxy.modes.redirect)
             answer = redirect.answerer(self.server, conn.listener)
             session = HTTPSession(self, conn, stream, proto="http", local_answer=answer)
+        elif conn.alpn == "h2":  # ALPN chose HTTP/2 (RFC 9113 §3.2): many streams on this connection
+            session = H2Session(self, conn, stream)
         else:
             session = HTTPSession(self, conn, stream, proto="https" if conn.tls_version else "http")
         self.sessions.add(session)
@@ -229,6 +232,9 @@ class EventLoopEngine:
         for listener in self.listeners:
             close_quietly(listener.sock)
         self._cut(lambda conn: conn.state in CUT_AT_SHUTDOWN)
+        for session in list(self.sessions):
+            if isinstance(session, H2Session):
+                session.drain()  # HTTP/2 says GOAWAY and lets its streams finish (RFC 9113 §6.8)
         self.loop.call_at(self.deadline, lambda: self._cut(lambda conn: True))
         if not self.sessions and not self.handshakes:
             self.loop.stop()

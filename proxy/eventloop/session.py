@@ -365,12 +365,16 @@ class LoopExchange:
         stream.write(self.head)
         if self.request_done:
             return self.request_sent()
+        self.await_body()
+        self.pump_request()  # what the client sent with its head
+        self.session.clock.check()
+
+    def await_body(self) -> None:
+        """The head is with the backend; the body may come (RFC 9110 §10.1.1: 100 Continue if asked)."""
         if self.request.expect_continue:
             self.client.write(CONTINUE)
         self.client.last_read = time.monotonic()  # the body clock starts now
         self.client.resume_reading()
-        self.pump_request()  # what the client sent with its head
-        self.session.clock.check()
 
     def pump_request(self) -> None:
         """The client's body to the backend, as far as it has arrived (``drive.pump_body``'s loop)."""
@@ -443,12 +447,11 @@ class LoopExchange:
             if event is http1.NEED_DATA:
                 return
             if self.response is not None:  # the body
-                data = rules.body_bytes(event, chunked=self.body_mode == "chunked", headers=self.response.headers)
-                self.client.write(data)
+                self.send_body(event)
                 if event.__class__ is http1.EndOfMessage:
                     return self.finish()
                 self.response_bytes += len(event.data)
-                if self.client.buffered > HIGH_WATER:  # the client is slower than the backend
+                if self.client_full():  # the client is slower than the backend
                     self.backend_paused = True
                     link.stream.pause_reading()
                     self.session.clock.check()
@@ -467,6 +470,13 @@ class LoopExchange:
                 continue
             self.balancer.report_success(self.backend)
             self.start_response(event)
+
+    def send_body(self, event) -> None:
+        """One body event (``Data`` or the ``EndOfMessage``) to the client, framed as the response says."""
+        self.client.write(rules.body_bytes(event, chunked=self.body_mode == "chunked", headers=self.response.headers))
+
+    def client_full(self) -> bool:
+        return self.client.buffered > HIGH_WATER
 
     def relay_interim(self, response: http1.Response) -> None:
         """RFC 9110 §15.2: a proxy forwards 1xx responses (except to HTTP/1.0 clients)."""
@@ -513,6 +523,12 @@ class LoopExchange:
             if self.finished:  # that write failed: the client is gone (fail has run)
                 return
         self.phase.go(Step.END)
+        self.release_link()
+        self.end()
+        self.session.exchange_done(self.keep_alive)
+
+    def release_link(self) -> None:
+        """The response is complete: the backend connection goes back to the pool, if it can be trusted."""
         link, self.link = self.link, None
         # Leftover bytes after the response mean the backend sent more than it framed:
         # that connection can never be trusted with another request.
@@ -520,8 +536,6 @@ class LoopExchange:
         if reusable:
             self.server.backend_pool.remember_session(link)
         self.session.engine.pool.release(link, reusable=reusable)
-        self.end()
-        self.session.exchange_done(self.keep_alive)
 
     # ------------------------------------------------------------------ failures
     def backend_failed(self, error: Exception) -> None:
@@ -590,33 +604,45 @@ class LoopExchange:
     def due(self) -> float | None:
         """The nearest deadline of what this exchange waits for (see ``loop.Clock``)."""
         timeouts = self.timeouts
-        deadlines = []
-        phase = self.phase.phase
-        if self.client.buffered:  # the client must keep taking bytes (nginx send_timeout)
-            deadlines.append(self.client.last_progress + timeouts.send)
+        deadlines = self.client_deadlines()
         link = self.link
         if link is None:
             return min(deadlines) if deadlines else None  # connecting: the connect has its own timer
-        if phase is Phase.SEND_REQUEST:
+        if self.phase.phase is Phase.SEND_REQUEST:
             if link.stream.buffered:
                 deadlines.append(link.stream.last_progress + timeouts.backend_read)
-            if not self.client_paused:
-                deadlines.append(self.client.last_read + timeouts.body_read)
         elif not self.backend_paused:
             deadlines.append(link.stream.last_read + timeouts.backend_read)
         return min(deadlines) if deadlines else None
 
-    def expired(self, now: float) -> None:
-        timeouts, client, link = self.timeouts, self.client, self.link
+    def client_deadlines(self) -> list[float]:
+        """The client's side: it must keep taking bytes (nginx send_timeout) and keep sending the body."""
+        deadlines = []
+        if self.client.buffered:
+            deadlines.append(self.client.last_progress + self.timeouts.send)
+        if self.link is not None and self.phase.phase is Phase.SEND_REQUEST and not self.client_paused:
+            deadlines.append(self.client.last_read + self.timeouts.body_read)
+        return deadlines
+
+    def client_expired(self, now: float) -> bool:
+        """Fail the exchange if one of ``client_deadlines`` passed; True if it did."""
+        timeouts, client = self.timeouts, self.client
         if client.buffered and client.last_progress + timeouts.send <= now:
-            return self.fail(ClientGone(f"the client took no bytes for {timeouts.send:g}s"))
-        if link is None:
+            self.fail(ClientGone(f"the client took no bytes for {timeouts.send:g}s"))
+            return True
+        if self.link is not None and self.phase.phase is Phase.SEND_REQUEST and not self.client_paused \
+                and client.last_read + timeouts.body_read <= now:
+            self.fail(RequestTimeout(f"request body stalled for {timeouts.body_read:g}s"))
+            return True
+        return False
+
+    def expired(self, now: float) -> None:
+        timeouts, link = self.timeouts, self.link
+        if self.client_expired(now) or link is None:
             return
         if self.phase.phase is Phase.SEND_REQUEST:
             if link.stream.buffered and link.stream.last_progress + timeouts.backend_read <= now:
                 return self.backend_failed(GatewayTimeout(f"backend {self.backend.name} stopped reading the request"))
-            if not self.client_paused and client.last_read + timeouts.body_read <= now:
-                return self.fail(RequestTimeout(f"request body stalled for {timeouts.body_read:g}s"))
         elif not self.backend_paused and link.stream.last_read + timeouts.backend_read <= now:
             if self.response is None:
                 return self.backend_failed(GatewayTimeout(

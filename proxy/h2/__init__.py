@@ -13,10 +13,15 @@ HTTP/1.1 backend pool.
 =============  =================================================================
 downgrade.py   the strict h2 -> h1 downgrade of one request: pseudo-headers to a
                request-line, field validation, content-length vs DATA, trailers
+response.py    the way back: an HTTP/1.1 response head as an HTTP/2 field block
+connection.py  one connection's server side on top of `h2`: streams, stream errors,
+               windows, GOAWAY; driven by both engines (proxy.modes.h2 and
+               proxy.eventloop.h2session)
 =============  =================================================================
 
-Nothing here imports a socket, TLS or threads, nor the `h2` library itself: the
-modules take what `h2` delivers and are tested with plain lists of byte pairs.
+Nothing here imports a socket, TLS or threads.  ``downgrade.py`` and ``response.py`` do
+not even import the `h2` library: they take what `h2` delivers and are tested with
+plain lists of byte pairs; ``connection.py`` drives `h2`, which is sans-IO itself.
 """
 
 from proxy.h2.downgrade import (

@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 ``proxy.modes.terminate.handle`` sends a connection here when ALPN chose ``h2`` (RFC 9113
-§3.2).  The `h2` library does the framing, HPACK and flow control; it is *not*
-thread-safe, so exactly one thread, the connection's own, ever touches the
-``H2Connection``.  Each request stream is one ``Exchange`` (``proxy.modes.terminate``),
+§3.2).  The `h2` library does the framing, HPACK and flow control, and
+``proxy.h2.connection.H2Server`` the proxy's decisions on top of it (the downgrade of
+each request, stream errors, windows, GOAWAY), shared with the event loop
+(``proxy.eventloop.h2session``).  Neither is thread-safe, so exactly one thread, the
+connection's own, ever touches the ``H2Server``.  Each request stream is one ``Exchange`` (``proxy.modes.terminate``),
 run in a worker thread of a small per-connection pool, against the same HTTP/1.1
 backend pool, with the same routing, upstream head, response parsing and downstream
 rules as an HTTP/1.1 request::
@@ -54,37 +56,29 @@ says so, and Via says ``2 tlsproxy`` (RFC 9110 §7.6.3); the backend gets HTTP/1
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import select
 import socket
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import h2.connection
-import h2.events
 import h2.exceptions
-from h2.config import H2Configuration
 from h2.errors import ErrorCodes
-from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
 
 from proxy import exchange as rules
 from proxy import http1
 from proxy.drive import next_event
-from proxy.errors import (ClientGone, ClientProtocolError, GatewayTimeout, ProtocolError, ProxyError, ReadError,
-                          ReadTimeout, RequestTimeout, StaleConnection, UpstreamError, WriteError, WriteTimeout)
+from proxy.errors import (ClientGone, GatewayTimeout, ProtocolError, ProxyError, ReadError, ReadTimeout,
+                          RequestTimeout, StaleConnection, UpstreamError, WriteError, WriteTimeout)
 from proxy.exchange import Recovery, Step, failure_of, via
-from proxy.h2 import downgrade_request, downgrade_trailers
-from proxy.h2.response import error_fields, response_fields, trailer_fields
+from proxy.h2.connection import STREAM_BUFFER, H2Server, H2Stream
+from proxy.h2.response import response_fields, trailer_fields
 from proxy.http1.framing import BodyKind
 from proxy.lifecycle import ConnEvent, ConnState
 from proxy.modes.terminate import Exchange
 from proxy.transport import Outbox, wake
 
-STREAM_BUFFER = 256 * 1024  # response bytes a worker may queue ahead of the client's window
 TICK = 0.25  # seconds: how often the connection thread looks at the clocks and at server.draining
 RESET = object()  # on a stream's body queue: the stream is gone
 
@@ -93,40 +87,15 @@ def handle(server, conn) -> None:
     H2ConnectionHandler(server, conn).run()
 
 
-class _H2Connection(h2.connection.H2Connection):
-    """h2, with its own content-length accounting left to ``BodyCounter``.
-
-    h2 checks content-length against DATA on its own and, when they disagree, ends the
-    whole *connection* (GOAWAY); RFC 9113 §8.1.1 asks for a *stream* error, which
-    ``BodyCounter`` raises here.  So each new stream's ``_initialize_content_length`` (a
-    private hook of h2 4.x) is switched off; without it (another h2 version) h2's own
-    check stays, which is stricter, never looser.
-    """
-
-    def _begin_new_stream(self, stream_id, allowed_ids):
-        stream = super()._begin_new_stream(stream_id, allowed_ids)
-        if hasattr(stream, "_initialize_content_length"):
-            stream._initialize_content_length = lambda headers: None
-        return stream
-
-
-class Stream:
-    """One request stream: what the connection thread and its worker share."""
+class Stream(H2Stream):
+    """One request stream: its protocol state (``H2Stream``), and what its worker and the connection thread share."""
 
     def __init__(self, stream_id: int, down=None) -> None:
-        self.id = stream_id
-        self.down = down  # the DowngradedRequest (None for a stream refused at its head)
+        super().__init__(stream_id, down)
         self.body: queue.SimpleQueue = queue.SimpleQueue()  # ("data", bytes, flow length) | ("end", trailers) | RESET
-        self.trailers = http1.Headers()
         self.cond = threading.Condition()
         self.buffered = 0  # response bytes queued, not yet sent (the worker waits above STREAM_BUFFER)
-        self.cancelled = False  # the client reset it, or the connection is gone
         self.backend_conn = None  # to wake a worker blocked on the backend when the stream dies
-        # the connection thread's side
-        self.pending: deque[bytes] = deque()
-        self.end: list | bool | None = None  # True, or trailer fields: end the stream after pending
-        self.closed = False  # END_STREAM or RST_STREAM sent
-        self.worker_done = down is None
 
     # ------------------------------------------------------------------ the worker's side
     def next_piece(self, timeout: float):
@@ -147,7 +116,14 @@ class Stream:
                 raise ClientGone("stream reset")
             self.buffered += size
 
-    # ------------------------------------------------------------------ the connection thread's side
+    # ------------------------------------------------------------------ H2Stream's hooks (the connection thread)
+    def deliver(self, piece: tuple) -> None:
+        self.body.put(piece)
+
+    def queued(self, size: int) -> None:
+        with self.cond:
+            self.buffered += size
+
     def sent(self, size: int) -> None:
         with self.cond:
             self.buffered -= size
@@ -163,7 +139,7 @@ class Stream:
 
 
 class H2ConnectionHandler:
-    """One HTTP/2 connection: its thread owns the H2Connection; workers run the streams."""
+    """One HTTP/2 connection: its thread owns the ``H2Server`` (and h2's state); workers run the streams."""
 
     def __init__(self, server, conn) -> None:
         self.server = server
@@ -173,25 +149,19 @@ class H2ConnectionHandler:
         self.hsts = rules.hsts_for(server.config.hsts, proto="https")
         self.timeouts = server.timeouts
         self.limits = server.limits
-        self.h2 = _H2Connection(config=H2Configuration(client_side=False, header_encoding=None,
-                                                       validate_inbound_headers=False))
-        self.h2.local_settings = Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams})
-        self.streams: dict[int, Stream] = {}
+        self.core = H2Server(self.limits, hsts=self.hsts, new_stream=Stream, refused=self.refused)
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()  # (stream, kind, payload) from workers
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_w.setblocking(False)
         self.workers = ThreadPoolExecutor(max_workers=self.limits.max_concurrent_streams,
                                           thread_name_prefix=f"h2-{conn.client}")
-        self.last_stream_id: int | None = None  # set by the first GOAWAY: later streams are refused
         self.received = self.sent_bytes = 0
-        self.client_left = False  # the client's GOAWAY: h2 sends nothing after it, so the connection ends
 
     # ================================================================== the connection thread
     def run(self) -> None:
         try:
             self.sock.settimeout(self.timeouts.send)
-            self.h2.initiate_connection()
+            self.core.start()
             self.flush()
             self.loop()
         except (OSError, h2.exceptions.ProtocolError):
@@ -200,18 +170,14 @@ class H2ConnectionHandler:
             self.close()
 
     def loop(self) -> None:
+        core = self.core
         idle_since = time.monotonic()
         while True:
-            if (self.server.draining or self.conn.requests >= self.limits.max_requests_per_connection) \
-                    and self.last_stream_id is None:
-                self.go_away()
-            if not self.streams:
-                if self.last_stream_id is not None:
-                    self.h2.close_connection(last_stream_id=self.last_stream_id)  # the final GOAWAY
-                    self.flush()
-                    return
-                if time.monotonic() - idle_since > self.timeouts.idle_keepalive:
-                    self.h2.close_connection()  # idle too long: GOAWAY(NO_ERROR), as nginx does
+            if core.should_go_away(draining=self.server.draining):
+                core.go_away()
+            if not core.streams:
+                if core.finished or time.monotonic() - idle_since > self.timeouts.idle_keepalive:
+                    core.close_connection()  # the final GOAWAY; or idle too long: GOAWAY(NO_ERROR), as nginx
                     self.flush()
                     return
             if self.sock.pending():  # TLS bytes already decrypted: select() would not see them
@@ -223,9 +189,9 @@ class H2ConnectionHandler:
             if self.sock in readable and not self.read_client():
                 return
             self.apply_outbox()
-            self.send_pending()
+            core.pump()
             self.flush()
-            if self.streams:
+            if core.streams:
                 idle_since = time.monotonic()
 
     def read_client(self) -> bool:
@@ -238,115 +204,20 @@ class H2ConnectionHandler:
             self.conn.life.go(ConnEvent.BYTES)
             self.conn.life.go(ConnEvent.REQUEST)
         try:
-            events = self.h2.receive_data(data)
+            ready = self.core.receive(data)
         except h2.exceptions.ProtocolError as error:
             self.server.access_log.write(f"{self.conn.client} HTTP/2 connection error: {error} "
                                          f"{self.conn.tls_summary()}")
             self.flush()  # h2 has queued its GOAWAY
             return False
-        new: list[Stream] = []
-        for event in events:
-            self.on_event(event, new)
-        for stream in new:  # after the whole read: see the module docstring
-            if stream.down is not None and not stream.cancelled:
-                self.workers.submit(self.serve_stream, stream)
-            elif stream.down is not None:
-                stream.worker_done = True
-                self.forget(stream)
-        return not self.client_left
+        self.conn.requests = self.core.requests
+        for stream in ready:
+            self.workers.submit(self.serve_stream, stream)
+        return not self.core.client_left
 
-    def on_event(self, event, new: list[Stream]) -> None:
-        if isinstance(event, h2.events.RequestReceived):
-            self.on_request(event, new)
-        elif isinstance(event, h2.events.DataReceived):
-            self.on_data(event)
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and stream.down is not None and not stream.cancelled:
-                try:
-                    stream.trailers = downgrade_trailers(event.headers, request=stream.down.request,
-                                                         end_stream=True, limits=self.limits.http)
-                except ProtocolError as error:
-                    self.refuse(stream, error)
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and stream.down is not None and not stream.cancelled:
-                try:
-                    if not stream.down.body.ended:  # END_STREAM on HEADERS was counted by the downgrade
-                        stream.down.body.end_stream()
-                except ProtocolError as error:
-                    self.refuse(stream, error)
-                    return
-                stream.body.put(("end", stream.trailers))
-        elif isinstance(event, h2.events.StreamReset):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.closed = True
-                stream.cancel()
-                self.forget(stream)
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.client_left = True
-        # WindowUpdated: send_pending() tries every stream after each read anyway.
-        # PingReceived, SettingsAcknowledged, RemoteSettingsChanged: h2 has answered them.
-
-    def on_request(self, event, new: list[Stream]) -> None:
-        sid = event.stream_id
-        if self.last_stream_id is not None and sid > self.last_stream_id:
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)  # RFC 9113 §6.8: after GOAWAY
-            return
-        self.conn.requests += 1
-        ended = event.stream_ended is not None
-        try:
-            down = downgrade_request(event.headers, end_stream=ended, limits=self.limits.http)
-        except ProtocolError as error:
-            stream = self.streams[sid] = Stream(sid)
-            self.refuse(stream, error, request_ended=ended)
-            return
-        # The client's own protocol version, not the HTTP/1.1 it becomes: the log line and Via.
-        down = dataclasses.replace(down, request=dataclasses.replace(down.request, version="HTTP/2"))
-        stream = self.streams[sid] = Stream(sid, down)
-        new.append(stream)
-
-    def on_data(self, event) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is None or stream.down is None or stream.cancelled:
-            # Nobody will read it: hand the window back at once, or the connection's shrinks.
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            return
-        try:
-            stream.down.body.data(len(event.data))
-        except ProtocolError as error:
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            self.refuse(stream, error)
-            return
-        stream.body.put(("data", event.data, event.flow_controlled_length))
-
-    def refuse(self, stream: Stream, error: ProtocolError, *, request_ended: bool = False) -> None:
-        """A request the client got wrong: a stream error, or its 4xx/501 on the stream."""
-        refused = ClientProtocolError.of(error)
-        self.server.access_log.write(rules.error_line(self.conn.client, refused, self.conn.tls_summary()))
-        self.server.stats.statuses[refused.status] += 1
-        stream.cancel()
-        if type(error) is ProtocolError:
-            # RFC 9113 §8.1.1: malformed -> "a stream error (Section 5.4.2) of type PROTOCOL_ERROR".
-            self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
-            return
-        if stream.worker_done:  # refused at its head: answer here
-            self.queue_error(stream, refused, request_ended=request_ended)
-        else:  # mid-body (413): the worker may be answering already; the stream is no longer wanted
-            self.reset(stream, ErrorCodes.CANCEL)
-
-    def queue_error(self, stream: Stream, error: ProxyError, *, request_ended: bool) -> None:
-        fields, body = error_fields(rules.error_response(error, hsts=self.hsts))
-        try:
-            self.h2.send_headers(stream.id, fields)
-        except h2.exceptions.StreamClosedError:
-            return
-        stream.pending.append(body)
-        stream.buffered += len(body)
-        stream.end = True
-        if not request_ended:
-            stream.end = "reset"  # RFC 9113 §8.1: a complete response, then RST_STREAM(NO_ERROR)
+    def refused(self, error: ProxyError) -> None:
+        self.server.access_log.write(rules.error_line(self.conn.client, error, self.conn.tls_summary()))
+        self.server.stats.statuses[error.status] += 1
 
     # ------------------------------------------------------------------ what workers asked for
     def post(self, stream: Stream, kind: str, payload=None) -> None:
@@ -358,108 +229,38 @@ class H2ConnectionHandler:
             pass
 
     def apply_outbox(self) -> None:
+        core = self.core
         while True:
             try:
                 stream, kind, payload = self.outbox.get_nowait()
             except queue.Empty:
                 return
-            if kind == "done":
-                stream.worker_done = True
-                self.forget(stream)
-                continue
-            if kind == "ack":
-                self.h2.acknowledge_received_data(payload, stream.id)
-                continue
-            if stream.closed:
-                if kind == "data":
-                    stream.sent(len(payload))
-                continue
             if kind == "headers":
                 fields, end = payload
-                try:
-                    self.h2.send_headers(stream.id, fields, end_stream=end)
-                except h2.exceptions.StreamClosedError:
-                    end = True
-                if end:
-                    stream.closed = True
-                    self.forget(stream)
+                core.send_headers(stream, fields, end=end)
             elif kind == "data":
-                stream.pending.append(payload)
+                core.queue_data(stream, payload)
             elif kind == "end":
-                stream.end = payload or True
+                core.end_stream(stream, payload or True)
+            elif kind == "ack":
+                core.acknowledge(stream, payload)
+            elif kind == "answer":
+                error, request_done = payload
+                core.answer_error(stream, error, request_ended=request_done)
             elif kind == "reset":
-                self.reset(stream, payload)
-
-    def send_pending(self) -> None:
-        """Response DATA within the client's windows (RFC 9113 §5.2), then END_STREAM or trailers."""
-        for stream in list(self.streams.values()):
-            if stream.closed or (not stream.pending and stream.end is None):
-                continue
-            try:
-                while stream.pending:
-                    window = min(self.h2.local_flow_control_window(stream.id), self.h2.max_outbound_frame_size)
-                    if window <= 0:
-                        break  # wait for the client's WINDOW_UPDATE
-                    piece = stream.pending[0]
-                    size = min(window, len(piece))
-                    self.h2.send_data(stream.id, piece[:size])
-                    if size < len(piece):
-                        stream.pending[0] = piece[size:]
-                    else:
-                        stream.pending.popleft()
-                    stream.sent(size)
-                if stream.pending or stream.end is None:
-                    continue
-                if isinstance(stream.end, list):
-                    self.h2.send_headers(stream.id, stream.end, end_stream=True)  # trailers
-                else:
-                    self.h2.end_stream(stream.id)
-                if stream.end == "reset":
-                    self.h2.reset_stream(stream.id, ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
-                pass
-            stream.closed = True
-            self.forget(stream)
-
-    def reset(self, stream: Stream, code: ErrorCodes) -> None:
-        if not stream.closed:
-            try:
-                self.h2.reset_stream(stream.id, code)
-            except h2.exceptions.StreamClosedError:
-                pass
-        stream.closed = True
-        stream.pending.clear()
-        self.forget(stream)
-
-    def forget(self, stream: Stream) -> None:
-        if stream.closed and stream.worker_done:
-            self.streams.pop(stream.id, None)
+                core.reset(stream, payload)
+            elif kind == "done":
+                core.done(stream)
 
     # ------------------------------------------------------------------ the connection's end
-    def go_away(self) -> None:
-        """The first GOAWAY of a graceful close (RFC 9113 §6.8): no stream after this one.
-
-        Written past h2, whose state machine would refuse every frame after its own
-        GOAWAY, while the streams in flight still need theirs; h2 sends the last one."""
-        self.last_stream_id = self.h2.highest_inbound_stream_id
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self.last_stream_id
-        frame.error_code = ErrorCodes.NO_ERROR
-        self.flush()
-        self.send(frame.serialize())
-
     def flush(self) -> None:
-        data = self.h2.data_to_send()
+        data = self.core.data_to_send()
         if data:
-            self.send(data)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)  # the socket's timeout is timeouts.send
-        self.sent_bytes += len(data)
+            self.sock.sendall(data)  # the socket's timeout is timeouts.send
+            self.sent_bytes += len(data)
 
     def close(self) -> None:
-        for stream in list(self.streams.values()):
-            stream.cancel()
+        self.core.cancel_all()
         self.workers.shutdown(wait=True)  # bounded: every worker was woken
         self.wake_r.close()
         self.wake_w.close()
@@ -495,15 +296,7 @@ class H2ConnectionHandler:
             self.post(stream, "reset", ErrorCodes.INTERNAL_ERROR)
             return
         exchange.status = error.status
-        fields, body = error_fields(rules.error_response(error, hsts=self.hsts))
-        self.post(stream, "headers", (fields, False))
-        self.post(stream, "data", body)
-        with stream.cond:
-            stream.buffered += len(body)
-        # RFC 9113 §8.1: after a complete response the server "MAY request that the client
-        # abort transmission of a request without error by sending a RST_STREAM with an
-        # error code of NO_ERROR".
-        self.post(stream, "end", None if exchange.request_done else "reset")
+        self.post(stream, "answer", (error, exchange.request_done))  # H2Server.answer_error
 
     def count_request(self, status: int) -> None:
         """Exchange.log's bookkeeping: the bytes are added per connection, at its end."""

@@ -1,7 +1,7 @@
 """HTTP/2 on the client leg (proxy/modes/h2.py), against real curl and the h2 library over real TLS.
 
-Threaded engine only: the event loop does not serve h2 yet, and its configuration
-refuses ``alpn = ["h2", ...]`` in one line (tested in tests/unit/test_h2_response.py).
+Every test runs on both engines: the threaded one (proxy/modes/h2.py) and the event loop
+(proxy/eventloop/h2session.py), on the same H2Server (proxy/h2/connection.py).
 The origin records the raw HTTP/1.1 bytes it received (``record_raw=True``), so each
 test can say exactly what reached it, and what did not.
 """
@@ -23,20 +23,20 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
 from proxy.server import ProxyServer
-from tests.conftest import WWW
+from tests.conftest import WWW, both_engines
 from tests.tools import require_tool
 from tests.vectors.h2_downgrade import H2_VECTORS as VECTORS
 
 H2_ALPN = ("h2", "http/1.1")
+engine = both_engines  # conftest: every test of this module on both engines
 
 
 @pytest.fixture
 def h2_proxy(proxy_factory, pki):
-    """A terminate listener with the given ALPN in front of one origin (threaded engine: the event loop
-    refuses h2 so far)."""
+    """A terminate listener with the given ALPN in front of one origin (on the module's engine)."""
 
     def start(origin_url: str, *, alpn=H2_ALPN, **config) -> ProxyServer:
-        return proxy_factory({"web": [origin_url]}, certs=[pki.files(WWW)], alpn=alpn, engine="threaded", **config)
+        return proxy_factory({"web": [origin_url]}, certs=[pki.files(WWW)], alpn=alpn, **config)
 
     return start
 

@@ -63,7 +63,8 @@ def test_default_alpn_is_http11_only():
     assert cfg.ListenerConfig(cfg.Address("127.0.0.1", 0)).alpn == ("http/1.1",)
 
 
-def test_eventloop_refuses_h2(pki):
-    with pytest.raises(ConfigError, match="HTTP/2 runs on the threaded engine only so far"):
-        cfg.from_flags(listen="127.0.0.1:0", certs=[tuple(map(str, pki.files("www.example.test")))],
-                       backends=["http://127.0.0.1:9"], alpn="h2,http/1.1", engine="eventloop")
+def test_both_engines_take_h2(pki):
+    for engine in cfg.ENGINES:
+        config = cfg.from_flags(listen="127.0.0.1:0", certs=[tuple(map(str, pki.files("www.example.test")))],
+                                backends=["http://127.0.0.1:9"], alpn="h2,http/1.1", engine=engine)
+        assert config.listeners[0].alpn == ("h2", "http/1.1")
