@@ -168,10 +168,12 @@ class ListenerConfig:
     mode: str = "terminate"
     certs: tuple[CertFiles, ...] = ()
     https_port: int | None = None  # mode "redirect": the port in Location; None: the first terminate listener's
-    # ALPN offered on a terminate listener (``alpn = ["h2", "http/1.1"]``, ``--alpn h2,http/1.1``): with
-    # "h2" a client that negotiates it is served HTTP/2 (proxy.modes.h2).  The default stays HTTP/1.1
-    # only; it flips to h2 first when both engines serve HTTP/2.
-    alpn: tuple[str, ...] = ("http/1.1",)
+    # ALPN offered on a terminate listener, in preference order (RFC 7301): a client that picks
+    # "h2" is served HTTP/2 (proxy.modes.h2, proxy.eventloop.h2session), one that offers only
+    # http/1.1, or no ALPN at all, HTTP/1.1.  ``alpn = ["http/1.1"]`` (``--alpn http/1.1``) turns
+    # HTTP/2 off.  Here the default departs from nginx, whose HTTP/2 is off until enabled
+    # (ngx_http_v2_module: ``http2 off;`` by default from 1.25.1, ``listen ... http2`` before).
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
 
 
 @dataclass(frozen=True)
@@ -346,7 +348,9 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
                 raise ConfigError(f"{w}.certs[{j}]: needs both cert and key")
             certs.append(CertFiles(resolve(c["cert"]), resolve(c["key"])))
         listeners.append(ListenerConfig(parse_address(table["listen"]), table.get("mode", "terminate"), tuple(certs),
-                                        table.get("https_port"), parse_alpn(table.get("alpn", ["http/1.1"]), where=w)))
+                                        table.get("https_port"), parse_alpn(table.get("alpn", list(DEFAULT_ALPN)), where=w)))
+        if "alpn" in table and table.get("mode", "terminate") != "terminate":
+            raise ConfigError(f"{w}: alpn is for terminate listeners (HTTP/2 on the client leg)")
 
     pools = []
     for i, table in enumerate(data.get("pools", [])):
@@ -427,7 +431,7 @@ def from_flags(
     strategy: str = "round_robin",
     backend_tls: BackendTLS = BackendTLS(),
     redirect_from: str | None = None,
-    alpn: Any = ("http/1.1",),
+    alpn: Any = None,
     **options: Any,
 ) -> Config:
     """The one-listener, one-pool configuration behind ``tlsproxy serve --backend ...``.
@@ -441,7 +445,7 @@ def from_flags(
         tls=backend_tls,
     )
     listener = ListenerConfig(parse_address(listen), mode, tuple(CertFiles(c, k) for c, k in certs),
-                              alpn=parse_alpn(alpn, where="--alpn"))
+                              alpn=parse_alpn(alpn, where="--alpn") if alpn else DEFAULT_ALPN)
     extra = (redirect_listener(redirect_from),) if redirect_from else ()
     return validate(
         Config(listeners=(listener, *extra), pools=(pool,) if backends else (), routes=(RouteConfig("default"),) if backends else (), **options)
@@ -449,6 +453,7 @@ def from_flags(
 
 
 ALPN_PROTOCOLS = ("h2", "http/1.1")  # what a terminate listener can speak (RFC 7301 protocol IDs)
+DEFAULT_ALPN = ListenerConfig.alpn  # offered unless alpn says otherwise
 
 
 def parse_alpn(value: Any, *, where: str) -> tuple[str, ...]:
@@ -532,7 +537,7 @@ def validate(config: Config) -> Config:
     for listener in config.listeners:
         if listener.mode not in MODES:
             raise ConfigError(f"listener {listener.listen}: unknown mode {listener.mode!r} (one of {', '.join(MODES)})")
-        if listener.alpn != ("http/1.1",) and listener.mode != "terminate":
+        if listener.alpn != DEFAULT_ALPN and listener.mode != "terminate":
             raise ConfigError(f"listener {listener.listen}: alpn is for terminate listeners (HTTP/2 on the client leg)")
         if listener.mode == "terminate" and not listener.certs:
             raise ConfigError(f"listener {listener.listen}: terminate mode needs a certificate (--cert and --key)")

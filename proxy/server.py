@@ -269,6 +269,9 @@ class ProxyServer:
             # By name, as the modes are: the engine is chosen by the configuration.
             self.engine = importlib.import_module("proxy.eventloop").EventLoopEngine(self).start()
         else:
+            if any("h2" in listener.alpn for listener in self.config.listeners if listener.mode == "terminate"):
+                # Imported now, not on the first h2 connection, which would wait ~200 ms for h2 + hpack.
+                importlib.import_module("proxy.modes.h2")
             self._start_connection_threads()
         if any(p.health.path for p in self.config.pools):
             from proxy.health import HealthChecker
@@ -549,9 +552,9 @@ def configure_cli(parser) -> None:
                         help="also listen for plain HTTP here and answer every request with 308 Permanent Redirect "
                              "to https://HOST on the --listen port (mode redirect, proxy/modes/redirect.py)")
     parser.add_argument("--alpn", metavar="LIST",
-                        help="ALPN protocols a terminate listener offers, in order: http/1.1 (default) or "
-                             "h2,http/1.1 (HTTP/2 to clients, HTTP/1.1 to backends: proxy/modes/h2.py, "
-                             "proxy/eventloop/h2session.py). With --config it replaces every terminate listener's alpn")
+                        help="ALPN protocols a terminate listener offers, in order: h2,http/1.1 (the default: "
+                             "HTTP/2 to clients that pick it, HTTP/1.1 to backends always; proxy/modes/h2.py, "
+                             "proxy/eventloop/h2session.py) or http/1.1 (HTTP/2 off). With --config it replaces every terminate listener's alpn")
     parser.add_argument("--admin", metavar="HOST:PORT",
                         help="serve the live status page (HTML and /status.json) here; keep it on loopback")
     parser.add_argument("--engine", choices=cfg.ENGINES, default=None,
@@ -615,7 +618,7 @@ def config_from_args(args) -> cfg.Config:
         forward_policy=forward_policy_from_args(args),
         admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
         engine=engine or "threaded", hsts=hsts, redirect_from=redirect_from, intercept=intercept,
-        alpn=getattr(args, "alpn", None) or ("http/1.1",),
+        alpn=getattr(args, "alpn", None),
     )
 
 

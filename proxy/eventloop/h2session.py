@@ -380,7 +380,7 @@ class H2LoopExchange(LoopExchange):
             self.core.reset(stream, ErrorCodes.INTERNAL_ERROR)
         else:
             self.status = error.status
-            self.core.answer_error(stream, error, request_ended=self.request_done)
+            self.core.answer_error(stream, error, request_ended=stream.down.body.ended)  # the client's END_STREAM
         self.end()
         self.session.stream_done(stream)
 

@@ -116,8 +116,13 @@ class H2Server:
         self.refused = refused
         self.h2 = _H2Connection(config=H2Configuration(client_side=False, header_encoding=None,
                                                        validate_inbound_headers=False))
+        # What the server's first SETTINGS says (RFC 9113 §6.5.2).  MAX_HEADER_LIST_SIZE is
+        # what h2's HPACK decoder enforces (a larger field section is a connection error:
+        # the HPACK-bomb defence, RFC 9113 §10.5.1); it is advisory for the client, and the
+        # downgrade answers 431 from ``max_head_size`` of the HTTP/1.1 head, below it.
         self.h2.local_settings = Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams})
+            SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: h2.connection.H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE})
         self.streams: dict[int, H2Stream] = {}
         self.requests = 0  # streams the client opened (the per-connection request limit counts these)
         self.last_stream_id: int | None = None  # set by the first GOAWAY: later streams are refused

@@ -318,6 +318,20 @@ class H2Exchange(Exchange):
             raise ClientGone("stream reset")
         return conn
 
+    def read_response_head(self, conn) -> http1.Response:
+        """As ``Exchange``'s, except that a read the stream's reset cut short is the client's doing.
+
+        ``Stream.cancel`` wakes this worker by shutting the backend socket down; the read
+        then fails like a backend that closed.  Reported as the backend's failure, one
+        client resetting one stream (a browser navigating away) would eject a healthy
+        backend for every client: so it is ``ClientGone``, and the backend is not blamed."""
+        try:
+            return super().read_response_head(conn)
+        except (ProxyError, StaleConnection):
+            if self.stream.cancelled:
+                raise ClientGone("stream reset") from None
+            raise
+
     # ------------------------------------------------------------------ SEND_REQUEST
     def send_request(self, conn, head: bytes) -> None:
         """The head, then the stream's DATA as it arrives (re-chunked when the length is unknown)."""
@@ -343,9 +357,11 @@ class H2Exchange(Exchange):
                         to_backend.write(http1.encode_chunk(data) if chunked else data)
                     self.handler.post(stream, "ack", flow_length)  # consumed: the client may send more
             to_backend.flush()
-        except WriteTimeout:
-            raise GatewayTimeout(f"backend {self.backend.name} stopped reading the request") from None
-        except WriteError as error:
+        except (WriteTimeout, WriteError) as error:
+            if stream.cancelled:  # the reset shut the backend socket: see read_response_head
+                raise ClientGone("stream reset") from None
+            if isinstance(error, WriteTimeout):
+                raise GatewayTimeout(f"backend {self.backend.name} stopped reading the request") from None
             raise StaleConnection(str(error)) from None
         self.request_done = True
 

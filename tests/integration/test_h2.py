@@ -290,3 +290,107 @@ def test_goaway_on_graceful_shutdown_and_the_stream_in_flight_finishes(pki, orig
     assert b'"delayed": 0.5' in body or b'"delayed":0.5' in body
     assert "END_STREAM" in answer[-1].flags
     assert len(goaways) == 2 and goaways[1].last_stream_id == sid  # the final one, after the stream ended
+
+
+# --------------------------------------------------------------------------- flow control, failures, the clock
+def test_a_large_download_is_paced_by_the_clients_window(pki, origin, h2_proxy):
+    """4 MiB through the client's default windows (RFC 9113 §6.9.2: 65,535 bytes until WINDOW_UPDATE):
+    the proxy sends only what the windows allow, and every byte arrives, in order."""
+    from course.origin.content import generated_bytes
+
+    proxy = h2_proxy(origin.url)
+    client = H2Client(proxy.port, pki)  # acknowledges each DATA as it reads it: the window opens step by step
+    try:
+        sid = client.request("/bytes/4m")
+        client.wait(sid, timeout=30)
+        assert client.streams[sid]["ended"] and client.streams[sid]["headers"][b":status"] == b"200"
+        assert client.streams[sid]["data"] == generated_bytes(4 << 20)
+    finally:
+        client.close()
+
+
+def test_a_body_without_content_length_is_rechunked_to_the_origin(pki, origin, h2_proxy):
+    """An h2 request body of unknown length becomes chunked HTTP/1.1 (RFC 9112 §7.1), 1 MiB in 16 KiB DATA."""
+    import hashlib
+
+    body = bytes(range(256)) * 4096
+    proxy = h2_proxy(origin.url)
+    client = H2Client(proxy.port, pki)
+    try:
+        sid = client.h2.get_next_available_stream_id()
+        client.streams[sid] = {"headers": None, "data": b"", "ended": False, "reset": None}
+        client.h2.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", WWW.encode()),
+                                     (b":path", b"/upload")])
+        sent = 0
+        while sent < len(body):  # within the proxy's windows, as they open
+            room = min(client.h2.local_flow_control_window(sid), 16384, len(body) - sent)
+            if room <= 0:
+                client.read_once(time.monotonic() + 5)
+                continue
+            client.h2.send_data(sid, body[sent:sent + room])
+            sent += room
+            client.flush()
+        client.h2.end_stream(sid)
+        client.flush()
+        client.wait(sid, timeout=30)
+        document = json.loads(client.streams[sid]["data"])
+    finally:
+        client.close()
+    assert document["body"] == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    assert b"transfer-encoding: chunked" in origin.raw_requests[0].lower()
+
+
+def test_a_dead_backend_fails_one_stream_with_502_and_the_connection_lives(pki, origin, proxy_factory):
+    """A backend that refuses the connection: 502 on that stream (RFC 9110 §15.6.3); the next stream is served."""
+    import proxy.config as cfg
+    from tests.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxy = proxy_factory({"dead": [dead], "web": [origin.url]},
+                          [cfg.RouteConfig("dead", path="/dead"), cfg.RouteConfig("web")],
+                          certs=[pki.files(WWW)], alpn=H2_ALPN)
+    client = H2Client(proxy.port, pki)
+    try:
+        bad = client.request("/dead/x")
+        client.wait(bad)
+        good = client.request("/alive")
+        client.wait(good)
+    finally:
+        client.close()
+    assert client.streams[bad]["headers"][b":status"] == b"502" and client.streams[bad]["ended"]
+    assert json.loads(client.streams[good]["data"])["path"] == "/alive"
+
+
+def test_a_stream_the_client_resets_stops_and_the_others_go_on(pki, origin, h2_proxy):
+    """RST_STREAM(CANCEL) from the client mid-response (RFC 9113 §6.4): that exchange ends, the connection lives."""
+    proxy = h2_proxy(origin.url)
+    client = H2Client(proxy.port, pki)
+    try:
+        big = client.request("/bytes/64m")
+        deadline = time.monotonic() + 10
+        while not client.streams[big]["data"] and time.monotonic() < deadline:
+            client.read_once(deadline)
+        client.h2.reset_stream(big, ErrorCodes.CANCEL)
+        client.flush()
+        after = client.request("/after-reset")
+        client.wait(after)
+        assert json.loads(client.streams[after]["data"])["path"] == "/after-reset"
+    finally:
+        client.close()
+    assert len(client.streams[big]["data"]) < 64 << 20  # it stopped: most of it was never sent
+
+
+def test_an_idle_connection_gets_goaway_and_is_closed(pki, origin, h2_proxy):
+    """No stream for idle_keepalive seconds: GOAWAY(NO_ERROR), then the close (nginx does the same)."""
+    import proxy.config as cfg
+
+    proxy = h2_proxy(origin.url, timeouts=cfg.Timeouts(idle_keepalive=0.5))
+    client = H2Client(proxy.port, pki)
+    try:
+        sid = client.request("/")
+        client.wait(sid)
+        frames = read_frames(client.sock, lambda frames: any(isinstance(f, GoAwayFrame) for f in frames))
+    finally:
+        client.close()
+    goaway = next(f for f in frames if isinstance(f, GoAwayFrame))
+    assert goaway.error_code == ErrorCodes.NO_ERROR and goaway.last_stream_id == sid

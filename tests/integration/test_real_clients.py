@@ -59,15 +59,17 @@ def test_curl_reuses_one_connection_for_several_urls(pki, served):
     assert result.stdout.decode().split() == ["1", "0", "0", "0"]
 
 
-def test_curl_20mb_upload_with_expect_100_continue(pki, served, tmp_path):
+@pytest.mark.parametrize("version, interim", [("--http1.1", b"< HTTP/1.1 100 Continue"), ("--http2", b"< HTTP/2 100")])
+def test_curl_20mb_upload_with_expect_100_continue(pki, served, tmp_path, version, interim):
+    """RFC 9110 §10.1.1: the 100 is forwarded, as a status line in HTTP/1.1, as a HEADERS frame in HTTP/2."""
     port, _ = served
     payload = tmp_path / "upload.bin"
     data = hashlib.sha256(b"seed").digest() * (20 * 1024 * 1024 // 32)
     payload.write_bytes(data)
-    result = curl(pki, port, "-v", "-H", "Expect: 100-continue", "--data-binary", f"@{payload}",
+    result = curl(pki, port, version, "-v", "-H", "Expect: 100-continue", "--data-binary", f"@{payload}",
                   f"https://{WWW}:{port}/upload")
     assert result.returncode == 0, result.stderr
-    assert b"HTTP/1.1 100 Continue" in result.stderr, "the proxy must answer Expect: 100-continue"
+    assert interim in result.stderr, "the proxy must answer Expect: 100-continue"
     body = json.loads(result.stdout)
     assert body["body"] == {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 

@@ -59,8 +59,8 @@ def test_alpn_parsed_from_flag_and_list():
         cfg.parse_alpn("h3", where="--alpn")
 
 
-def test_default_alpn_is_http11_only():
-    assert cfg.ListenerConfig(cfg.Address("127.0.0.1", 0)).alpn == ("http/1.1",)
+def test_default_alpn_offers_h2_then_http11():
+    assert cfg.ListenerConfig(cfg.Address("127.0.0.1", 0)).alpn == ("h2", "http/1.1") == cfg.DEFAULT_ALPN
 
 
 def test_both_engines_take_h2(pki):
