@@ -16,6 +16,7 @@ stays meaningful on a small machine where the client itself is the bottleneck::
     httpclient.py  ... and its small HTTP/1.1 client
     cpu.py         utime + stime of a process (all its threads) from /proc/PID/stat
     measure.py     one cell: load generator (or wrk) + CPU read at the window's edges
+    h2load.py      one HTTP/2 cell, driven by h2load (nghttp2), shaped like a wrk cell
     floor.py       the crypto floor: openssl speed for ECDSA, X25519, RSA, AES-GCM
     results.py     machine info, medians over rounds, ratios to nginx, JSON and CSV
     charts.py      the offload chart and four more, PNG and SVG

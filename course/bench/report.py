@@ -27,6 +27,11 @@ def _fmt(value, spec: str = ".1f", missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _ms(microseconds: float | None) -> float | None:
+    """µs -> ms; None stays None (h2load prints no percentiles: "-" in the table)."""
+    return None if microseconds is None else microseconds / 1000
+
+
 def format_table(document: dict) -> str:
     lines = []
     by_workload: dict[str, list[dict]] = {}
@@ -48,7 +53,7 @@ def format_table(document: dict) -> str:
                 f"  {r['setup']:<20}{r['client']:<8}{_fmt(r['requests_per_second'], ',.0f'):>9}"
                 f"{_fmt((r['bytes_per_second'] or 0) / 1e6, ',.1f'):>8}   {'':16}{_fmt(cpu.get('origin')):>8}"
                 f"{_fmt(cpu.get('proxy')):>8}{_fmt(r['system_cpu_us_per_request']):>8}{_fmt(cpu.get('client')):>8}"
-                f"{_fmt((lat.get('p50') or 0) / 1000, '.2f'):>9}{_fmt((lat.get('p99') or 0) / 1000, '.2f'):>9}"
+                f"{_fmt(_ms(lat.get('p50')), '.2f'):>9}{_fmt(_ms(lat.get('p99')), '.2f'):>9}"
                 f"{r['errors']:>7}{extra}")
     if any(r["client"] == "wrk" and r["resume"] for r in document["summary"]):
         lines.append("\n  wrk keeps each connection's TLS session and offers it when it reconnects: its new-connection "

@@ -36,6 +36,8 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from course.bench.variants import H2, NGINX_H2
+
 # The speed the proxy must reach, from the issue: (workload, figure, comparison, target, what it means).
 TARGETS = (
     ("keepalive-1k", "cpu_ratio", "<=", 2.5, "keep-alive 1 KB, TLS 1.3: proxy CPU/request over nginx's"),
@@ -46,6 +48,7 @@ TARGETS = (
 )
 INFO_WORKLOADS = ("newconn-resumed", "newconn-rsa", "newconn-tls12", "newconn-tls12-resumed", "newconn-tls12-rsa",
                   "keepalive-1k-tls12", "bulk-20m", "upload-1m")
+H2_WORKLOADS = ("keepalive-1k-h2",)  # no target either: terminate-h2 over nginx-h2 (course.bench.h2load)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -92,6 +95,7 @@ def machine_info() -> dict:
         "openssl_cli": _tool_version(["openssl", "version"], r"OpenSSL (\S+)"),
         "nginx": _tool_version([nginx, "-v"], r"nginx/(\S+)") if nginx else None,
         "wrk": _tool_version(["wrk", "-v"], r"wrk (\S+)"),
+        "h2load": _tool_version(["h2load", "--version"], r"nghttp2/(\S+)"),
         "clock_ticks_per_second": os.sysconf("SC_CLK_TCK"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -159,31 +163,34 @@ def _meets(value: float | None, comparison: str, target: float) -> bool | None:
     return value <= target if comparison == "<=" else value >= target
 
 
-def _cpu_ratio(summary, workload, client) -> tuple[float | None, float | None, float | None]:
-    ours, nginx = find(summary, workload, "terminate", client), find(summary, workload, "nginx", client)
+def _cpu_ratio(summary, workload, client, ours: str = "terminate",
+               reference: str = "nginx") -> tuple[float | None, float | None, float | None]:
+    ours, nginx = find(summary, workload, ours, client), find(summary, workload, reference, client)
     a = ours and ours["cpu_us_per_request"].get("proxy")
     b = nginx and nginx["cpu_us_per_request"].get("proxy")
     return a, b, (round(a / b, 2) if a and b else None)
 
 
 def round_ratios(measurements: list[dict], workload: str, client: str = "loadgen", *,
-                 figure: str = "cpu_ratio", floor: float | None = None) -> list[float]:
+                 figure: str = "cpu_ratio", floor: float | None = None, ours: str = "terminate",
+                 reference: str = "nginx") -> list[float]:
     """A target's figure in each round on its own (proxy and nginx ran side by side in it).
 
     The summary's figure is of medians; these show how far one round strays from it
     on this machine (nginx's own CPU per request moves by a third between runs here).
     ``cpu_ratio`` is CPU per request over nginx's, ``per_core_ratio`` bytes per
-    CPU-second over nginx's, ``floor_fraction`` bytes per CPU-second over ``floor``."""
+    CPU-second over nginx's, ``floor_fraction`` bytes per CPU-second over ``floor``.
+    ``ours`` and ``reference`` name the two setups (the HTTP/2 row: terminate-h2, nginx-h2)."""
     by_round: dict[int, dict[str, float]] = defaultdict(dict)
     for m in measurements:
-        if m["workload"] == workload and m["client"] == client and m["setup"] in ("terminate", "nginx"):
+        if m["workload"] == workload and m["client"] == client and m["setup"] in (ours, reference):
             value = m["cpu_us_per_request"].get("proxy") if figure == "cpu_ratio" else per_core_bytes(m)
             if value:
                 by_round[m.get("round", 0)][m["setup"]] = value
     if figure == "floor_fraction":
-        return [round(r["terminate"] / floor, 3) for _, r in sorted(by_round.items()) if "terminate" in r and floor]
-    return [round(r["terminate"] / r["nginx"], 2) for _, r in sorted(by_round.items())
-            if "terminate" in r and "nginx" in r]
+        return [round(r[ours] / floor, 3) for _, r in sorted(by_round.items()) if ours in r and floor]
+    return [round(r[ours] / r[reference], 2) for _, r in sorted(by_round.items())
+            if ours in r and reference in r]
 
 
 def nginx_ratios(summary: list[dict], floor: dict | None, measurements: list[dict] | None = None) -> list[dict]:
@@ -235,6 +242,14 @@ def nginx_ratios(summary: list[dict], floor: dict | None, measurements: list[dic
                          "proxy": proxy_value, "reference": nginx_value, "unit": "µs/req", "value": value,
                          "comparison": None, "target": None, "met": None,
                          "rounds": round_ratios(measurements or [], workload)})
+    for workload in H2_WORKLOADS:  # HTTP/2 on the client leg: both sides offer h2, h2load drives them
+        proxy_value, nginx_value, value = _cpu_ratio(summary, workload, "h2load", H2, NGINX_H2)
+        if value is not None:
+            rows.append({"workload": f"{workload} (h2load)", "figure": "cpu_ratio",
+                         "meaning": f"{H2} CPU/request over {NGINX_H2}'s, HTTP/2, h2load as the client",
+                         "proxy": proxy_value, "reference": nginx_value, "unit": "µs/req", "value": value,
+                         "comparison": None, "target": None, "met": None,
+                         "rounds": round_ratios(measurements or [], workload, "h2load", ours=H2, reference=NGINX_H2)})
     for workload in ("keepalive-1k", "newconn"):  # the same two targets with wrk as the client
         proxy_value, nginx_value, value = _cpu_ratio(summary, workload, "wrk")
         if value is not None:

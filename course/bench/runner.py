@@ -33,6 +33,11 @@ asks a different question and runs only it: the keep-alive and new-connection
 workloads driven by wrk at 1, 4, 16, 64 and 256 connections on the threaded engine,
 the event loop and nginx, interleaved (``course.bench.sweep``).
 
+``--h2`` (on by default in full runs when ``h2load`` is installed) adds the HTTP/2
+variants, ``terminate-h2`` and ``nginx-h2``, and the ``keepalive-1k-h2`` row, which
+only ``h2load`` drives (``course.bench.h2load``), interleaved with the other cells;
+its ratio to nginx is ``terminate-h2`` over ``nginx-h2``, round by round.
+
 ``--vs-nginx`` prints the proxy-over-nginx ratios with the targets of the issue and
 whether each is met, beside the crypto floor.  ``--profile`` then runs the proxy
 once more under cProfile (every thread) with the keep-alive workload and prints the
@@ -53,12 +58,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from course.bench import offload, results, variants
+from course.bench.h2load import PACKAGE as H2LOAD_PACKAGE, h2load_path, requests_for, run_h2load_cell
 from course.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_drive, wrk_path
 from course.bench.layers import format_layers, layer_profile, perf_path
 from course.bench.profiling import format_profile, profile_proxy
 from course.bench.report import format_offload, format_table, format_vs_nginx
 from course.bench.setups import SetupLauncher, instance_key
-from course.bench.workloads import ALL, BY_NAME, NGINX, WORKLOADS, Workload, select, setups_for
+from course.bench.workloads import ALL, BY_NAME, NGINX, NOT_BENCHED, WORKLOADS, Workload, select, setups_for
 from course.setups import BY_NAME as SETUP_FACTS
 from proxy import config as cfg
 from proxy.errors import ConfigError
@@ -90,6 +96,7 @@ class Options:
     layers: bool | None = None  # None: with --vs-nginx, when perf is installed
     unpooled: bool | None = None  # the no-backend-keep-alive variants; None: in full runs, not --quick
     eventloop: bool | None = None  # the event-loop engine beside the threaded one; None: in full runs
+    h2: bool | None = None  # the HTTP/2 variants and row (h2load); None: in full runs when h2load is installed
     sweep: bool = False  # the concurrency sweep (course.bench.sweep) instead of the workload table
     connections: tuple[int, ...] = ()  # the sweep's connection counts (default sweep.CONNECTIONS)
 
@@ -107,13 +114,25 @@ def want_eventloop(options: Options) -> bool:
     return options.eventloop if options.eventloop is not None else not options.quick
 
 
+def want_h2(options: Options, notes: list[str] | None = None) -> bool:
+    wanted = options.h2 if options.h2 is not None else (not options.quick and bool(h2load_path()))
+    if wanted and not h2load_path():
+        if notes is not None:
+            notes.append(f"the HTTP/2 row: skipped, h2load is not installed (apt-get install {H2LOAD_PACKAGE})")
+        return False
+    return wanted
+
+
 def available_setups(options: Options, notes: list[str]) -> list[str]:
     """The setups (and bench variants) this machine and this tree can run, in teaching order."""
     wanted = list(options.setups or ALL)
     unknown = [s for s in wanted if s not in variants.ORDER]
+    if unknown and unknown[0] in NOT_BENCHED:
+        raise ConfigError(f"setup {unknown[0]!r}: {NOT_BENCHED[unknown[0]]}")
     if unknown:
         raise ConfigError(f"unknown setup {unknown[0]!r} (one of {', '.join(variants.ORDER)})")
-    groups = [g for g, on in (("unpooled", want_unpooled(options)), ("eventloop", want_eventloop(options))) if on]
+    groups = [g for g, on in (("unpooled", want_unpooled(options)), ("eventloop", want_eventloop(options)),
+                              ("h2", want_h2(options, notes))) if on]
     for group in groups:  # each variant beside its base, when the base is asked for
         wanted += [v.name for v in variants.in_group(group) if v.base in wanted and v.name not in wanted]
     wanted.sort(key=variants.order)
@@ -146,6 +165,9 @@ def plan(options: Options, setups: list[str]) -> list[tuple[Workload, str, str]]
             continue  # measured once, on fresh processes (see run_idle)
         columns = setups_for(workload, setups, quick=options.quick) + variants.for_workload(workload.name, setups)
         columns.sort(key=variants.order)
+        if workload.http2_streams:  # HTTP/2: h2load alone (neither loadgen nor wrk speaks it)
+            cells += [(workload, setup, "h2load") for setup in columns]
+            continue
         for setup in columns:
             cells.append((workload, setup, "loadgen"))
         if use_wrk and wrk_path():
@@ -201,6 +223,7 @@ def run_rounds(options: Options, setups: list[str], pki, workdir: Path, document
         if _want_floor(options):
             document["crypto_floor"] = _floor()
         progress = Progress(options.rounds * len(cells))
+        h2_rates: dict[str, float] = {}  # each h2load cell sized from its setup's previous rate
         for round_number in range(1, options.rounds + 1):
             for workload, setup, client in cells:
                 progress.step(f"round {round_number}/{options.rounds} {workload.name} {setup} ({client})")
@@ -208,6 +231,10 @@ def run_rounds(options: Options, setups: list[str], pki, workdir: Path, document
                 try:
                     if client == "wrk":
                         m = run_wrk_cell(target, workload, duration=options.duration)
+                    elif client == "h2load":
+                        count = requests_for(workload, options.duration, h2_rates.get(setup), options.max_requests)
+                        m = run_h2load_cell(target, workload, requests=count, duration=options.duration)
+                        h2_rates[setup] = m["requests_per_second"]
                     else:
                         m = run_cell(target, workload, str(pki.ca), warmup=options.warmup,
                                      duration=options.duration, max_requests=options.max_requests)
@@ -339,6 +366,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     add("--eventloop", action=argparse.BooleanOptionalAction, default=None,
         help="also run setup 3's proxy on the event-loop engine (terminate-eventloop) on keep-alive, new "
              "connection and bulk (default: in full runs)")
+    add("--h2", action=argparse.BooleanOptionalAction, default=None,
+        help="also run keep-alive 1 KB over HTTP/2 with h2load against terminate-h2 (--alpn h2,http/1.1) and "
+             "nginx-h2 (default: in full runs, when h2load is installed: apt-get install nghttp2-client)")
     add("--sweep", action="store_true",
         help="run only the concurrency sweep: wrk at each of --connections on the threaded engine, the event "
              "loop and nginx (terminate), keep-alive and new connection, interleaved rounds; sweep.png/.svg")
@@ -350,7 +380,8 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     add("--certs", type=Path, help="reuse the demo PKI in this folder (default: OUT/work/pki)")
     add("--profile", action="store_true", help="afterwards, profile the proxy under keep-alive (cProfile, top 15)")
     add("--profile-seconds", type=float, default=5.0, help="length of the profiled run (default %(default)s)")
-    add("--profile-workload", default="keepalive-1k", metavar="NAME", choices=[w.name for w in WORKLOADS if w.kind != "idle"],
+    add("--profile-workload", default="keepalive-1k", metavar="NAME",
+        choices=[w.name for w in WORKLOADS if w.kind != "idle" and not w.http2_streams],  # loadgen's rows
         help="the workload of the profiled run (default %(default)s)")
     add("--layers", action=argparse.BooleanOptionalAction, default=None,
         help="afterwards, sample tlsproxy and nginx with perf under the --profile-workload and print where "
@@ -367,7 +398,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
                       crypto_floor=args.crypto_floor, charts=not args.no_charts, certs=args.certs,
                       profile=args.profile, profile_seconds=args.profile_seconds,
                       profile_workload=args.profile_workload, layers=args.layers, unpooled=args.unpooled,
-                      eventloop=args.eventloop, sweep=args.sweep, connections=_connections(args.connections),
+                      eventloop=args.eventloop, h2=args.h2, sweep=args.sweep,
+                      connections=_connections(args.connections),
                       **overrides)
     if options.rounds < 1 or options.duration <= 0 or options.warmup < 0:
         raise ConfigError("--rounds must be at least 1 and --duration positive")

@@ -54,7 +54,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course.bench.variants import backend_keepalive, base_of, engine
+from course.bench.variants import alpn, backend_keepalive, base_of, engine
 from course.bench.workloads import NGINX
 from course.children import stop_child
 from course.setups import BY_NAME, SETUPS, Setup
@@ -255,6 +255,8 @@ class SetupLauncher:
                 flags += ["--pool-max-idle", "0"]
             if engine(setup) != "threaded":  # the event-loop variant: the same flags, the other engine
                 flags += ["--engine", engine(setup)]
+            if alpn(setup):  # the h2 variant says its ALPN outright
+                flags += ["--alpn", ",".join(alpn(setup))]
             if self.max_connections:
                 flags += ["--max-connections", str(self.max_connections)]
             return proxy_child(f"{tag}-proxy", self.logdir, flags, profile)
@@ -265,7 +267,8 @@ class SetupLauncher:
             workdir = self.workdir / f"{tag}-nginx"
             cert_file, key_file = self.files(CERT_NAMES[cert])
             conf = terminate_conf(port, cert_file, key_file, [("127.0.0.1", origin.port)], workdir=str(workdir),
-                                  keepalive=backend_keepalive(setup), max_connections=self.max_connections)
+                                  keepalive=backend_keepalive(setup), max_connections=self.max_connections,
+                                  http2="h2" in (alpn(setup) or ()))
             return NginxPlan(port, workdir, conf)
         return None  # direct-http, direct-https: the client talks to the origin
 

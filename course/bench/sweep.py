@@ -78,7 +78,7 @@ HANDSHAKE = {"keepalive": "kept connections, one handshake each",
 def workloads_for(names: list[str]) -> list[Workload]:
     chosen = names or list(WORKLOADS)
     unknown = [n for n in chosen if n not in BY_NAME or BY_NAME[n].kind not in KINDS or BY_NAME[n].tls_version != "1.3"
-               or BY_NAME[n].cert != "ecdsa" or BY_NAME[n].resume]
+               or BY_NAME[n].cert != "ecdsa" or BY_NAME[n].resume or BY_NAME[n].http2_streams]
     if unknown:
         raise ConfigError(f"the sweep cannot drive {unknown[0]!r} with wrk: choose from keepalive-1k, newconn, bulk-1m")
     return [BY_NAME[n] for n in chosen]

@@ -38,6 +38,17 @@ default in full runs) and in the concurrency sweep (``course.bench.sweep``)::
 
     terminate            loadgen ══TLS══▶ proxy, a thread per connection ──HTTP──▶ origin
     terminate-eventloop  loadgen ══TLS══▶ proxy, one thread, epoll ──────HTTP──▶ origin
+
+The third: what does HTTP/2 on the client leg cost?  ``terminate-h2`` is setup 3's
+proxy on the threaded engine (``proxy/modes/h2.py``) offering ``h2`` beside ``http/1.1``
+said outright (``--alpn h2,http/1.1``), so the row means the same whatever
+``proxy.config.DEFAULT_ALPN`` is; ``nginx-h2`` is nginx with HTTP/2 on its listener,
+which nginx leaves off unless told.  Both still speak HTTP/1.1 to the origin.  Only
+h2load drives them (``course.bench.h2load``), on the ``keepalive-1k-h2`` row, with
+``--h2`` (on by default in full runs when h2load is installed)::
+
+    terminate-h2         h2load ══TLS, h2══▶ proxy, a stream per worker thread ──HTTP/1.1──▶ origin
+    nginx-h2             h2load ══TLS, h2══▶ nginx, 1 worker ───────────────────HTTP/1.1──▶ origin
 """
 
 from __future__ import annotations
@@ -62,6 +73,8 @@ class Variant:
     group: str  # the bench option that adds it: "unpooled" (--unpooled) or "eventloop" (--eventloop)
     backend_keepalive: bool = True  # False: the proxy keeps no idle connection to the origin
     engine: str = "threaded"  # proxy.config.ENGINES: the proxy's engine (--engine)
+    alpn: tuple[str, ...] | None = None  # ALPN said outright (--alpn; nginx: http2 on the listener);
+    #                                       None: the base's own default
     workloads: tuple[str, ...] = ("keepalive-1k", "newconn")
 
 
@@ -76,12 +89,18 @@ VARIANTS: tuple[Variant, ...] = (
             "setup 3 on the event-loop engine: one thread serves every connection (proxy/eventloop/)",
             "eventloop", engine="eventloop",
             workloads=("keepalive-1k", "newconn", "bulk-1m", "idle-1000", "idle-10000")),
+    Variant(f"{TERMINATE}-h2", TERMINATE,
+            "setup 3 offering HTTP/2 to clients (--alpn h2,http/1.1; threaded engine)", "h2",
+            alpn=("h2", "http/1.1"), workloads=("keepalive-1k-h2",)),
+    Variant(f"{NGINX}-h2", NGINX, "nginx with HTTP/2 on its listener", "h2",
+            alpn=("h2", "http/1.1"), workloads=("keepalive-1k-h2",)),
 )
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 UNPOOLED = VARIANTS[0].name  # the one the offload decomposition reads
 NGINX_UNPOOLED = VARIANTS[1].name
 EVENTLOOP = VARIANTS[2].name  # the engine comparison (course.bench.sweep)
+H2, NGINX_H2 = VARIANTS[3].name, VARIANTS[4].name  # HTTP/2 to clients, ours and nginx's (course.bench.h2load)
 
 # Every column the benchmark can run, in teaching order: each variant right after its base.
 ORDER: tuple[str, ...] = tuple(name for base in ALL for name in (base, *(v.name for v in VARIANTS if v.base == base)))
@@ -100,6 +119,12 @@ def backend_keepalive(setup: str) -> bool:
 def engine(setup: str) -> str:
     """The engine the proxy of ``setup`` runs (nginx and the setups without a proxy: "threaded", unused)."""
     return BY_NAME[setup].engine if setup in BY_NAME else "threaded"
+
+
+def alpn(setup: str) -> tuple[str, ...] | None:
+    """The ALPN list ``setup`` is started with, or None for its base's default (tlsproxy:
+    ``proxy.config.DEFAULT_ALPN``; nginx: HTTP/1.1 only, ``course.nginx.terminate_conf``)."""
+    return BY_NAME[setup].alpn if setup in BY_NAME else None
 
 
 def in_group(group: str) -> list[Variant]:

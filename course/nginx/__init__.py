@@ -19,6 +19,8 @@ ours                                   nginx
 terminate listener, certs by SNI       ``http { server { listen ... ssl; ssl_certificate ... } }``,
                                        one ``server`` per name, each with the certificate our SNI
                                        callback would pick for that name
+alpn h2 on a terminate listener        ``listen ... ssl http2`` before nginx 1.25.1, ``http2 on``
+                                       from it; Limits.max_concurrent_streams as ``http2_max_concurrent_streams``
 route host: exact > ``*.x`` > ``*``    ``server_name`` exact > wildcard > ``default_server``
 route path (longest prefix wins,       ``location`` (longest prefix wins); ``/api`` becomes
 matched at a segment boundary)         ``location = /api`` plus ``location /api/``

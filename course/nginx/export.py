@@ -24,15 +24,16 @@ from course.nginx.stream_block import _stream_block
 from course.nginx.syntax import _seconds, _Writer
 
 
-def export_nginx(config: cfg.Config, *, prefix: str | None = None) -> str:
+def export_nginx(config: cfg.Config, *, prefix: str | None = None, nginx_version: str | None = None) -> str:
     """The nginx.conf that does what ``config`` does (see the ``course.nginx`` docstring).
 
     Paths nginx writes (pid, error log, temporary files) go under ``prefix``, or are
     left relative so that ``nginx -p PREFIX`` puts them there.  Forward listeners
     have no nginx equivalent and are skipped with a comment; ``skipped_listeners``
-    tells a caller which.
+    tells a caller which.  ``nginx_version`` ("1.25.1") is the nginx to write for (HTTP/2's
+    spelling changed in 1.25.1); by default the installed one (``installed.target_version``).
     """
-    return _render(config, prefix, _Options())
+    return _render(config, prefix, _Options(nginx_version=nginx_version))
 
 
 def skipped_listeners(config: cfg.Config) -> list[cfg.ListenerConfig]:
@@ -89,20 +90,23 @@ def _main_settings(w: _Writer, config: cfg.Config, under) -> None:
 # --------------------------------------------------------------------------- the benchmark's reference
 def terminate_conf(listen_port: int, cert: str, key: str, upstreams: list[tuple[str, int]], *,
                    workdir: str, tls13_only: bool = False, keepalive: bool = True,
-                   listen_host: str = "127.0.0.1", max_connections: int | None = None) -> str:
+                   listen_host: str = "127.0.0.1", max_connections: int | None = None,
+                   http2: bool = False) -> str:
     """nginx terminating TLS in front of plain-HTTP ``upstreams`` (round robin), one worker.
 
     The production reference of the benchmark: the terminate setup, no access log.
     ``tls13_only`` offers TLS 1.3 alone; ``keepalive=False`` opens a new backend
     connection per request (clients decide their own keep-alive); ``max_connections``
-    sizes ``worker_connections`` as ``Limits.max_connections`` sizes our proxy.
+    sizes ``worker_connections`` as ``Limits.max_connections`` sizes our proxy; ``http2``
+    offers h2 beside http/1.1, as ``alpn = ["h2", "http/1.1"]`` does on our listener.
     """
     pool = cfg.PoolConfig("origin", tuple(
         cfg.BackendConfig(url=f"http://{cfg.Address(h, p)}", scheme="http", host=h, port=p)
         for h, p in upstreams))
     config = cfg.Config(
         listeners=(cfg.ListenerConfig(cfg.Address(listen_host, listen_port), "terminate",
-                                      (cfg.CertFiles(str(cert), str(key)),)),),
+                                      (cfg.CertFiles(str(cert), str(key)),),
+                                      alpn=("h2", "http/1.1") if http2 else ("http/1.1",)),),
         pools=(pool,), routes=(cfg.RouteConfig("origin"),), access_log=None,
         limits=cfg.Limits(max_connections=max_connections) if max_connections else cfg.Limits())
     options = _Options(protocols="TLSv1.3" if tls13_only else SSL_PROTOCOLS, upstream_keepalive=keepalive)

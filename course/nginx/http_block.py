@@ -10,7 +10,9 @@ to the ``upstream`` of the pool our router would choose: the router itself is as
 (strategy, weights, passive health, idle keep-alive); https:// pools get the
 ``proxy_ssl_*`` directives of nginx as a TLS client (re-encrypt), said once for the
 whole block when every https pool has the same settings.  ``_http_settings``
-translates Timeouts and Limits, each line naming its source.
+translates Timeouts and Limits, each line naming its source.  A listener whose ALPN
+offers ``h2`` gets nginx's HTTP/2 in the spelling of the target nginx version
+(``_listen_http2``) and ``_http2_settings`` once for the block.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from proxy import config as cfg
 from proxy.errors import ConfigError
+from course.nginx.installed import parse_version, target_version
 from course.nginx.syntax import _quote, _seconds, _size, _upstream_name, _Writer
 from proxy.routing import Router, host_matches, normalize_host
 from proxy.tls.contexts import INTERMEDIATE_CIPHERS, _certificate_names
@@ -30,6 +33,13 @@ SSL_ECDH_CURVE = "X25519:prime256v1:secp384r1"
 # Debian's CA bundle: what our client context's load_default_certs() trusts too.
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+# https://nginx.org/en/docs/http/ngx_http_v2_module.html#http2: the `http2 on;` directive
+# "appeared in version 1.25.1"; before it HTTP/2 is the `http2` parameter of `listen`
+# (https://nginx.org/en/docs/http/ngx_http_core_module.html#listen), which 1.25.1 deprecated
+# (CHANGES-1.25: 'the "http2" parameter of the "listen" directive is now deprecated').
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+# https://nginx.org/en/docs/http/ngx_http_v2_module.html#http2_max_concurrent_streams
+NGINX_MAX_CONCURRENT_STREAMS = 128
 
 
 @dataclass(frozen=True)
@@ -38,11 +48,15 @@ class _Options:
 
     protocols: str = SSL_PROTOCOLS
     upstream_keepalive: bool = True
+    nginx_version: str | None = None  # the syntax to write for; None: target_version()
 
 
 # --------------------------------------------------------------------------- http: terminate and re-encrypt
 def _http_block(w: _Writer, config: cfg.Config, listeners: list[cfg.ListenerConfig], under, options: _Options) -> None:
     _http_settings(w, config, under, options)
+    version = parse_version(options.nginx_version) if options.nginx_version else target_version()
+    if any("h2" in listener.alpn for listener in listeners):
+        _http2_settings(w, config, listeners, version)
     router = Router(config.routes)
     servers = [(listener, _server_names(listener, config.routes)) for listener in listeners]
     used = sorted({pool for _, names in servers for name in names
@@ -63,7 +77,7 @@ def _http_block(w: _Writer, config: cfg.Config, listeners: list[cfg.ListenerConf
         for name in names:
             w.blank()
             locations = _locations(router, name, config.routes)
-            _http_server(w, config, listener, name, locations, {} if shared else backend_tls)
+            _http_server(w, config, listener, name, locations, {} if shared else backend_tls, version)
 
 
 def _http_settings(w: _Writer, config: cfg.Config, under, options: _Options) -> None:
@@ -118,6 +132,35 @@ def _http_settings(w: _Writer, config: cfg.Config, under, options: _Options) -> 
     w("proxy_max_temp_file_size 0", "never spill a response to disk: memory buffers, then pass through")
     for kind in TEMP_DIRS:
         w(f"{kind}_temp_path {under(kind + '_temp')}")
+
+
+def _http2_settings(w: _Writer, config: cfg.Config, listeners: list[cfg.ListenerConfig],
+                    version: tuple[int, ...]) -> None:
+    """HTTP/2 to clients (a listener with alpn h2), and where nginx's HTTP/2 is not ours."""
+    streams = config.limits.max_concurrent_streams
+    w.blank()
+    # nginx CHANGES 1.19.7: "the http2_recv_timeout, http2_idle_timeout, and http2_max_requests
+    # directives have been removed, the keepalive_timeout and keepalive_requests directives
+    # should be used instead" (https://nginx.org/en/CHANGES).
+    w.comment(f"HTTP/2 to clients (alpn h2; written for nginx {'.'.join(map(str, version))}).  Both speak\n"
+              "HTTP/1.1 to the backend, and both time an idle HTTP/2 connection out with keepalive_timeout.")
+    w(f"http2_max_concurrent_streams {streams}",
+      f"Limits.max_concurrent_streams (nginx's default is {NGINX_MAX_CONCURRENT_STREAMS})")
+    # What nginx 1.22.1 does with requests our downgrade refuses was tried live:
+    # tests/integration/test_nginx_export.py::test_h2_requests_nginx_forwards_and_tlsproxy_refuses.
+    w.comment("Where nginx differs: nginx normalises some HTTP/2 requests that tlsproxy refuses\n"
+              "(proxy/h2/downgrade.py: RST_STREAM PROTOCOL_ERROR, nothing forwarded).  nginx forwards a\n"
+              "request carrying a connection-specific field (connection, keep-alive, upgrade, `te: gzip`)\n"
+              "without that field, where RFC 9113 §8.2.2 calls the request malformed; it also forwards a\n"
+              "pseudo-header after a regular field, a '#' in :path and userinfo in :authority (§8.3, §8.3.1).")
+    for listener in listeners:
+        if "h2" in listener.alpn and "http/1.1" not in listener.alpn:
+            w.comment(f"listener {listener.listen} offers h2 only; nginx always offers http/1.1 beside h2.")
+
+
+def _listen_http2(version: tuple[int, ...]) -> tuple[str, str | None]:
+    """(listen parameter, directive) that turn HTTP/2 on for ``version`` (see HTTP2_DIRECTIVE_SINCE)."""
+    return ("", "http2 on") if version >= HTTP2_DIRECTIVE_SINCE else (" http2", None)
 
 
 def _http_upstream(w: _Writer, pool: cfg.PoolConfig, config: cfg.Config, options: _Options) -> None:
@@ -210,10 +253,15 @@ def _certificate_for(listener: cfg.ListenerConfig, server_name: str) -> cfg.Cert
 
 
 def _http_server(w: _Writer, config: cfg.Config, listener: cfg.ListenerConfig, name: str,
-                 locations: dict[str, str | None], backend_tls: dict[str, _Writer]) -> None:
+                 locations: dict[str, str | None], backend_tls: dict[str, _Writer],
+                 version: tuple[int, ...]) -> None:
     default = " default_server" if not name else ""
+    parameter, directive = _listen_http2(version) if "h2" in listener.alpn else ("", None)
     with w.block("server"):
-        w(f"listen {listener.listen} ssl{default}")
+        w(f"listen {listener.listen} ssl{parameter}{default}",
+          "alpn h2: HTTP/2 (the listen parameter before nginx 1.25.1)" if parameter else "")
+        if directive:
+            w(directive, "alpn h2: HTTP/2 (nginx 1.25.1 and later)")
         w(f"server_name {name or '_'}", "any other Host (route host \"*\")" if not name else "")
         files = _certificate_for(listener, name)
         w(f"ssl_certificate {_quote(files.cert)}")

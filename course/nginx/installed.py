@@ -8,7 +8,9 @@ can skip and the benchmark can leave nginx out.  ``nginx -V`` (read once per bin
 and cached) tells the version and the configure arguments; from the latter,
 ``stream_module_path()`` decides whether the ``stream {}`` block that passthrough
 needs must be loaded as a dynamic module (Debian: the ``libnginx-mod-stream``
-package) or is built in.
+package) or is built in.  ``target_version()`` is the version an export writes for:
+the installed one, or Debian 12's when there is none (HTTP/2 is spelled differently
+before and after nginx 1.25.1, see ``http_block._listen_http2``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import subprocess
 from proxy.errors import ConfigError
 
 STREAM_MODULE_PACKAGE = "libnginx-mod-stream"
+# What an export targets when nginx is not installed here: Debian 12 (bookworm) ships 1.22.1.
+DEFAULT_TARGET_VERSION = "1.22.1"
 
 
 # --------------------------------------------------------------------------- the installed nginx
@@ -50,6 +54,18 @@ def nginx_version() -> str:
     if not match:
         raise ConfigError(f"cannot read the nginx version from: {info.strip()[:80]}")
     return match.group(1)
+
+
+def target_version() -> tuple[int, ...]:
+    """The nginx version an export is written for: the installed one, else ``DEFAULT_TARGET_VERSION``."""
+    return parse_version(nginx_version() if nginx_path() else DEFAULT_TARGET_VERSION)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'1.22.1' -> (1, 22, 1), comparable with a tuple."""
+    if not re.fullmatch(r"\d+(\.\d+)*", text):
+        raise ConfigError(f"not an nginx version: {text!r} (want something like 1.22.1)")
+    return tuple(int(part) for part in text.split("."))
 
 
 def stream_module_path() -> str | None:

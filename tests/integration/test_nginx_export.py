@@ -336,3 +336,80 @@ def test_cli_prints_the_config_and_warns_about_forward_listeners(tmp_path):
     done = subprocess.run([sys.executable, "-m", "course.cli", "export", "nginx", "--config", str(tmp_path / "nope.toml")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 2 and "not found" in done.stderr and "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- HTTP/2 to clients (alpn h2)
+def curl_http2(port: int, pki, path: str) -> tuple[bytes, str]:
+    """(body, HTTP version curl spoke) from ``curl --http2`` to WWW on ``port``."""
+    require_tool("curl")
+    done = subprocess.run(["curl", "--http2", "-sS", "--cacert", str(pki.ca), "--resolve", f"{WWW}:{port}:127.0.0.1",
+                           "-o", "-", "-w", "\n%{http_version}", f"https://{WWW}:{port}{path}"],
+                          capture_output=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    body, _, version = done.stdout.rpartition(b"\n")
+    return body, version.decode()
+
+
+def h2_config(origin_url: str, pki, port: int = 0) -> cfg.Config:
+    """One terminate listener offering h2 beside http/1.1, in front of one origin."""
+    return cfg.Config(listeners=(replace(listener("terminate", pki, port), alpn=("h2", "http/1.1")),),
+                      pools=(cfg.PoolConfig("web", (backend(origin_url),)),), routes=(cfg.RouteConfig("web"),),
+                      access_log=None)
+
+
+def test_alpn_h2_exports_http2_in_the_spelling_of_the_nginx_version(pki):
+    config = h2_config("http://127.0.0.1:9001", pki, 8443)
+    old, new = export_nginx(config, nginx_version="1.22.1"), export_nginx(config, nginx_version="1.25.1")
+    assert "listen 127.0.0.1:8443 ssl http2 default_server;" in old and "http2 on;" not in old
+    assert "listen 127.0.0.1:8443 ssl default_server;" in new and "http2 on;" in new
+    assert f"http2_max_concurrent_streams {cfg.Limits().max_concurrent_streams};" in old
+    http1_only = replace(config, listeners=(replace(listener("terminate", pki, 8443), alpn=("http/1.1",)),))
+    assert "http2" not in export_nginx(http1_only)
+
+
+def test_h2_export_and_tlsproxy_both_answer_curl_http2_and_speak_http11_to_the_origin(pki, origins, tmp_path):
+    origin = origins("web", record_raw=True)
+    with tlsproxy_and_nginx(h2_config(origin.url, pki), tmp_path / "nginx") as ports:
+        answers = {name: (curl_http2(port, pki, "/bytes/4096"), curl_http2(port, pki, "/"))
+                   for name, port in ports.items()}
+    for name, ((body, version), (described, _)) in answers.items():
+        assert version == "2", f"{name} did not answer curl with HTTP/2"
+        assert json.loads(described)["http_version"] == "HTTP/1.1", f"{name} did not send HTTP/1.1 to the origin"
+    assert answers["tlsproxy"][0][0] == answers["nginx"][0][0] and len(answers["nginx"][0][0]) == 4096
+    assert len(origin.raw_requests) == 4
+    assert all(raw.split(b"\r\n", 1)[0].endswith(b" HTTP/1.1") for raw in origin.raw_requests)
+
+
+# What the exported config's comment says about nginx (course/nginx/http_block.py, _http2_settings):
+# requests tlsproxy's downgrade refuses that nginx 1.22.1 forwards.
+NGINX_FORWARDS = ("connection-field", "keep-alive-field", "upgrade-field", "te-gzip", "pseudo-after-regular",
+                  "path-fragment", "authority-userinfo")
+
+
+@pytest.mark.parametrize("vector_id", NGINX_FORWARDS)
+def test_h2_requests_nginx_forwards_and_tlsproxy_refuses(pki, origins, tmp_path, vector_id):
+    from h2.errors import ErrorCodes
+
+    from tests.integration.test_h2 import H2Client
+    from tests.vectors.h2_downgrade import H2_VECTORS
+
+    [vector] = [v for v in H2_VECTORS if v.id == vector_id]
+    headers = [(name, value.replace(b"example.com", WWW.encode())) for name, value in vector.headers]
+    origin = origins("web", record_raw=True)
+    outcome = {}
+    with tlsproxy_and_nginx(h2_config(origin.url, pki), tmp_path / "nginx") as ports:
+        for name, port in ports.items():
+            client = H2Client(port, pki)
+            try:
+                sid = client.request(headers=headers)
+                client.wait(sid)
+                stream = client.streams[sid]
+                outcome[name] = ((stream["headers"] or {}).get(b":status"), stream["reset"], len(origin.raw_requests))
+            finally:
+                client.close()
+    assert outcome["tlsproxy"] == (None, ErrorCodes.PROTOCOL_ERROR, 0), "tlsproxy refuses it, nothing forwarded"
+    assert outcome["nginx"] == (b"200", None, 1), "nginx forwards it to the origin"
+    [forwarded] = origin.raw_requests
+    field_lines = forwarded.split(b"\r\n\r\n")[0].lower().split(b"\r\n")[1:]
+    dropped = {name for name, _ in vector.headers if name in (b"connection", b"keep-alive", b"upgrade", b"te")}
+    assert not [line for line in field_lines if line.split(b":")[0] in dropped], "... without that field"
