@@ -6,7 +6,7 @@ reverse (a test checks it).
 
 =================  ==============================================================
 cli.py             the ``tlsproxy`` command; ``serve`` and ``certs`` run ``proxy``
-setups.py          the six setups, the one table bench, capture and notebooks read
+setups.py          the seven setups, the one table bench, capture and notebooks read
 origin/            demo origin servers that say who they are (plain or TLS)
 clients.py         the HTTPS client the demo, the labs and the notebooks use
 demo.py            ``tlsproxy demo``: origins and the proxy on loopback

@@ -1,13 +1,14 @@
 """Regenerate every figure under ``diagrams/`` from the code and from real runs.
 
-``make diagrams`` (or ``python -m course.diagrams diagrams``) draws:
+``make diagrams`` (or ``python -m course.diagrams diagrams``) draws the figures below;
+``--code-only`` only those drawn from the code, ``--only=setups`` (say) just one of them:
 
 ``architecture``
     ``proxy/`` in layers (the modules are placed here by hand, and checked against
     the source: a module that is not placed stops ``make diagrams``), ``course/``
     above it, and one request through setup 3 as numbered calls between modules;
 ``setups``
-    the six setups, from the table in ``course.setups``;
+    every setup, from the table in ``course.setups``;
 ``http1-reader-states``
     the HTTP/1.1 reader's state machine, from ``proxy.http1.reader.TRANSITIONS``,
     the very table the parser runs on;
@@ -60,7 +61,7 @@ from proxy.exchange import Phase  # noqa: E402
 from proxy.lifecycle import ConnState  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-COLORS = {"tls": "#1f6feb", "http": "#6e7781", "splice": "#bf8700", "connect": "#8250df"}
+COLORS = {"tls": "#1f6feb", "http": "#6e7781", "splice": "#bf8700", "connect": "#8250df", "intercept": "#cf222e"}
 INK, MUTED, LINE, PAPER, BLUE, PATH = "#24292f", "#57606a", "#d0d7de", "#f6f8fa", "#1f6feb", "#cf222e"
 DPI = 130  # figures are measured (boxes fitted to their text) at the dpi they are saved at
 
@@ -541,9 +542,9 @@ def draw_architecture(out: Path) -> list[Path]:
 
 # --------------------------------------------------------------------------- setups
 def draw_setups(out: Path) -> list[Path]:
-    from course.setups import SETUPS
+    from course.setups import ENDS_TLS, SETUPS
 
-    fig, ax = plt.subplots(figsize=(11, 6.2))
+    fig, ax = plt.subplots(figsize=(11, 0.2 + len(SETUPS)))  # one inch a row
     columns = {"client": 0.08, "proxy": 0.5, "origin": 0.92}
     for i, setup in enumerate(SETUPS):
         y = 1 - (i + 0.5) / len(SETUPS)
@@ -554,8 +555,8 @@ def draw_setups(out: Path) -> list[Path]:
                                         boxstyle="round,pad=0.005", fc="#f6f8fa", ec="#57606a"))
             ax.text(columns[host], y, host, ha="center", va="center", fontsize=9)
         for leg, (a, b) in zip(setup.legs, zip(hops, hops[1:])):
-            style = "-" if leg.kind in ("tls", "http") else "--"
-            width = 3 if leg.kind == "tls" else 1.6
+            style = "-" if leg.kind in (*ENDS_TLS, "http") else "--"
+            width = 3 if leg.kind in ENDS_TLS else 1.6
             ax.annotate("", xy=(columns[b] - 0.06, y), xytext=(columns[a] + 0.06, y),
                         arrowprops=dict(arrowstyle="-|>", lw=width, ls=style, color=COLORS[leg.kind]))
             ax.text((columns[a] + columns[b]) / 2, y + 0.03, leg.label, ha="center", fontsize=8,
@@ -565,8 +566,8 @@ def draw_setups(out: Path) -> list[Path]:
     ax.set_xlim(-0.25, 1.0)
     ax.set_ylim(0, 1)
     ax.axis("off")
-    ax.set_title("The six setups (thick blue: a TLS session ends at the arrow's head; dashed: bytes copied unread)",
-                 fontsize=10)
+    ax.set_title(f"The {len(SETUPS)} setups (thick: a TLS session ends at the arrow's head; red: at a proxy "
+                 "posing as the origin; dashed: bytes copied unread)", fontsize=10)
     return save(fig, out, "setups")
 
 
@@ -910,14 +911,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     options = [a for a in argv if a.startswith("-")]
     folders = [a for a in argv if not a.startswith("-")]
-    if set(options) - {"--code-only"} or len(folders) > 1:  # `--help` must not become a folder and a benchmark
-        print("usage: python -m course.diagrams [FOLDER] [--code-only]   (FOLDER: diagrams; --code-only: only "
-              "the figures drawn from the code, no captures, screenshot or benchmark)", file=sys.stderr)
+    only = {o.partition("=")[2] for o in options if o.startswith("--only=")}  # --only=setups: that figure alone
+    if (set(options) - {"--code-only"} - {f"--only={name}" for name in FROM_CODE}
+            or len(folders) > 1):  # `--help` must not become a folder and a benchmark
+        print("usage: python -m course.diagrams [FOLDER] [--code-only] [--only=NAME]   (FOLDER: diagrams; "
+              "--code-only: only the figures drawn from the code, no captures, screenshot or benchmark; "
+              f"--only: one figure drawn from the code, one of {', '.join(FROM_CODE)})", file=sys.stderr)
         return 0 if options in (["--help"], ["-h"]) else 2
     out = Path(folders[0] if folders else "diagrams")
-    only_code = "--code-only" in options
+    only_code = "--code-only" in options or bool(only)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    written = [path for draw in FROM_CODE.values() for path in draw(out)]
+    written = [path for name, draw in FROM_CODE.items() if not only or name in only for path in draw(out)]
     if not only_code:
         written += draw_from_runs(out)
     for path in written:

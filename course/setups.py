@@ -1,4 +1,4 @@
-"""The six setups the project teaches and measures, as data: the one table.
+"""The seven setups the project teaches (six of them measured), as data: the one table.
 
 Theory of operation
 -------------------
@@ -10,6 +10,8 @@ Each setup is a path a request takes from client to origin::
     4 reencrypt       client ══TLS══▶ proxy ══TLS═══════════════▶ origin
     5 passthrough     client ~~TLS~~▶ proxy ~~TCP splice~~~~~~~~▶ origin
     6 forward         client ──CONNECT──▶ proxy ~~tunnel~~~~~~~~▶ origin
+    7 intercept       client ──CONNECT, then TLS══▶ proxy ══TLS══▶ origin
+                             (a certificate minted for the origin's name)
 
 Every fact about a setup lives in ``SETUPS`` below and nowhere else: its number and
 name, the proxy's mode, its hosts and legs, which legs carry TLS and where each TLS
@@ -28,13 +30,22 @@ splice     bytes copied without being decrypted; the TLS session inside runs
            on to the origin (passthrough peeks at the ClientHello first)
 connect    a plaintext CONNECT request (RFC 9110 §9.3.6), then the client's
            TLS, copied unread through the tunnel the proxy opened
+intercept  a plaintext CONNECT request that the proxy answers itself, then the
+           client's TLS, which ends at the proxy: it shows a certificate minted
+           for the requested name by an interception CA the client was made to
+           trust (``proxy.modes.intercept``, ``proxy.tls.mint``).  RFC 9110
+           §9.3.6 asks a tunnel's recipient to forward blindly; this leg does not
 =========  ==================================================================
 
 What the table stores are the facts; what follows from them (``hosts``,
 ``tls_sessions``, ``end_to_end``, ``picture`` ...) is computed, so a student can
 see *why* re-encryption is hop by hop: two TLS sessions, and the proxy sits between
 them holding the plaintext.  Only passthrough and CONNECT carry one session from the
-client all the way to the origin.
+client all the way to the origin; interception (7) looks like CONNECT to the client and
+is re-encryption's two sessions underneath.
+
+The benchmark runs setups 1 to 6 only (``course.bench.workloads.NOT_BENCHED`` says why);
+the capture, the diagrams and the notebooks' tables take all seven.
 """
 
 from __future__ import annotations
@@ -42,9 +53,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-LEG_KINDS = ("http", "tls", "splice", "connect")
+LEG_KINDS = ("http", "tls", "splice", "connect", "intercept")
+# The legs at whose far side a TLS session ends (an intercepted CONNECT is one: the proxy ends it).
+ENDS_TLS = ("tls", "intercept")
 # How a leg is drawn in a one-line ASCII picture: (before the label, after it).
-ARROWS = {"http": ("--", "-->"), "tls": ("==", "==>"), "splice": ("~~", "~~>"), "connect": ("--", "-->")}
+ARROWS = {"http": ("--", "-->"), "tls": ("==", "==>"), "splice": ("~~", "~~>"), "connect": ("--", "-->"),
+          "intercept": ("--", "==>")}
 
 
 @dataclass(frozen=True)
@@ -88,14 +102,14 @@ class Setup:
     def tls_sessions(self) -> tuple[tuple[str, str], ...]:
         """Every TLS session, as (the host that starts it, the host that ends it).
 
-        A ``tls`` leg ends a session at its far side; ``splice`` and ``connect`` legs
-        carry a session through unopened, so it ends further on.
+        A ``tls`` (or ``intercept``) leg ends a session at its far side; ``splice`` and
+        ``connect`` legs carry a session through unopened, so it ends further on.
         """
         sessions, start = [], None
         for leg, (near, far) in zip(self.legs, zip(self.hosts, self.hosts[1:])):
             if leg.kind == "http":
                 start = None
-            elif leg.kind == "tls":
+            elif leg.kind in ENDS_TLS:
                 sessions.append((start or near, far))
                 start = None
             elif start is None:  # splice, connect: the session goes on through
@@ -132,7 +146,13 @@ class Setup:
     @property
     def tunnel(self) -> bool:
         """Does the client ask the proxy for a tunnel (CONNECT) first?"""
-        return self.legs[0].kind == "connect"
+        return self.legs[0].kind in ("connect", "intercept")
+
+    @property
+    def intercepts(self) -> bool:
+        """Does the proxy answer the CONNECT itself and end the client's TLS inside it, with a
+        certificate it minted for the requested name (``proxy.modes.intercept``)?"""
+        return self.legs[0].kind == "intercept"
 
     # ----------------------------------------------------------------- words and pictures
     @property
@@ -146,8 +166,12 @@ class Setup:
 
     @property
     def available(self) -> bool:
-        """Is the proxy mode this setup needs written yet (proxy/modes/<mode>.py)?"""
-        return self.mode is None or importlib.util.find_spec(f"proxy.modes.{self.mode}") is not None
+        """Is the proxy mode this setup needs written yet (proxy/modes/<mode>.py, and
+        proxy/modes/intercept.py for a forward proxy that intercepts)?"""
+        needed = [self.mode] if self.mode else []
+        if self.intercepts:
+            needed.append("intercept")
+        return all(importlib.util.find_spec(f"proxy.modes.{module}") is not None for module in needed)
 
 
 SETUPS: tuple[Setup, ...] = (
@@ -201,6 +225,21 @@ SETUPS: tuple[Setup, ...] = (
                     "on copies bytes both ways. The client's TLS session runs end to end through the tunnel to "
                     "the origin; the proxy sees the destination and the cleartext handshake, not the "
                     "requests."),
+    Setup(
+        7, "intercept", "forward", (Leg("intercept", "CONNECT + TLS (minted cert)"), Leg("tls", "TLS (2nd session)")),
+        terminates="proxy, with a minted certificate (and origin, 2nd session)",
+        proxy_sees="everything, in plaintext: it answered the CONNECT itself",
+        summary="TLS interception: the client asks for a tunnel; the proxy answers it and decrypts",
+        description="TLS interception ('TLS inspection', lab only): the client asks for a tunnel with CONNECT "
+                    "host:port as in setup 6, but the proxy answers the CONNECT itself, ends the client's TLS "
+                    "with a certificate it mints on the spot for that host, signed by an interception CA the "
+                    "client was made to trust, and opens a second TLS session of its own to the origin, whose "
+                    "real certificate it verifies (proxy/modes/intercept.py). Two sessions, as in "
+                    "re-encryption, and the proxy reads every request in plaintext between them; unlike "
+                    "re-encryption, the client believes it is talking to the origin. RFC 9110 §9.3.6 asks the "
+                    "recipient of a tunnel to forward blindly; this proxy does not. The client can tell from the "
+                    "certificate it was shown: its issuer is the interception CA, its key is not the "
+                    "origin's (a pin fails), and it carries no Certificate Transparency timestamps."),
 )
 
 BY_NAME: dict[str, Setup] = {s.name: s for s in SETUPS}

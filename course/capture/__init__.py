@@ -10,9 +10,13 @@
     secrecy.py   the forward-secrecy lesson: static RSA vs ECDHE, the server's key alone
     ladder.py    ladder (sequence) diagrams: client | proxy | origin, one arrow per packet
     whosees.py   "who sees what", computed from the bytes and each party's key log
+    interception.py  the certificate each TLS session showed; what gives interception away
     client.py    the lab client and the markers in its request
+    h2client.py  the same request over HTTP/2 (the h2 library), for ``--http2``
+    h2frames.py  HTTP/2 frames in decrypted bytes: listed, named, header blocks HPACK-decoded
+    h2view.py    the summary's HTTP/2 section: client-leg frames beside the origin's HTTP/1.1 request
     recorder.py  a relay that keeps a copy of each direction (a capture without capturing)
-    setups.py    the six setups as processes, on loopback or in the namespace lab network
+    setups.py    the setups as processes, on loopback or in the namespace lab network
     bundle.py    a capture directory (pcaps, key logs, metadata); load_example()
     run.py       ``tlsproxy capture``
 

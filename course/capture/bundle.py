@@ -78,6 +78,7 @@ class CaptureBundle:
         version = f", TLS {self.tls}" if self.tls else ""
         extras = ", resumed" if self.resumed else ""
         extras += ", HelloRetryRequest" if self.metadata.get("hrr") else ""
+        extras += ", HTTP/2 on the client leg" if self.metadata.get("http2") else ""
         extras += f", RTT {self.metadata['rtt_ms']:g} ms" if self.metadata.get("rtt_ms") else ""
         extras += f", backend RTT {self.metadata['backend_rtt_ms']:g} ms" if self.metadata.get("backend_rtt_ms") else ""
         return f"{self.setup}{version}{extras} ({self.metadata.get('network', '?')})"

@@ -20,10 +20,11 @@ It speaks TLS with ``ssl.create_default_context()``, the one context that reads 
 Firefox log their secrets makes this client log its own (NSS key log format).
 ``--tls 1.2`` caps the version, ``--resumed`` makes a second connection that resumes
 the first one's session (a ticket), ``--tunnel HOST:PORT`` first asks a forward proxy
-for a ``CONNECT`` tunnel, ``--plain`` speaks HTTP without TLS.
+for a ``CONNECT`` tunnel, ``--plain`` speaks HTTP without TLS, ``--http2`` offers ALPN
+``h2`` only and sends the same markers in HTTP/2 frames (``h2client.py``).
 
 It prints one JSON document: for each connection, what was sent, the response, the
-negotiated TLS version and cipher, whether the session was resumed, and the
+negotiated TLS version, cipher and ALPN protocol, whether the session was resumed, and the
 certificate the server showed (PEM).  Its first key share is OpenSSL's choice: an
 OpenSSL configuration file named in ``OPENSSL_CONF`` can change the groups it offers
 (``course.capture.setups.HRR_OPENSSL_CONF``, for a HelloRetryRequest).  ``--source`` binds the client to an address,
@@ -105,19 +106,33 @@ def exchange(args, context: ssl.SSLContext | None, session: ssl.SSLSession | Non
     if context is not None:
         sock = context.wrap_socket(sock, server_hostname=args.server_name, session=session)
         report.update(version=sock.version(), cipher=sock.cipher()[0], session_reused=sock.session_reused,
+                      alpn=sock.selected_alpn_protocol(),
                       certificate=ssl.DER_cert_to_PEM_cert(sock.getpeercert(binary_form=True)))
+    if args.http2:
+        from course.capture import h2client
+
+        if report.get("alpn") != "h2":
+            raise ConnectionError(f"the server chose ALPN {report.get('alpn')!r}, not h2 (RFC 9113 §3.2)")
+        report.update(h2client.exchange(sock, args.server_name, PATH, SECRET_HEADER, BODY))
+        return report, _close(sock, context)
     request = lab_request(args.server_name)
     sock.sendall(request)
     response = read_to_eof(sock)
+    new_session = _close(sock, context)
+    report.update(request=base64.b64encode(request).decode(), response=base64.b64encode(response).decode())
+    return report, new_session
+
+
+def _close(sock: socket.socket, context: ssl.SSLContext | None) -> ssl.SSLSession | None:
+    """close_notify (so captures end cleanly) and close; the session, for resumption."""
     new_session = sock.session if context is not None else None
     if context is not None:
         try:
-            sock.unwrap()              # close_notify, so captures end cleanly
+            sock.unwrap()
         except (OSError, ssl.SSLError):
             pass
     sock.close()
-    report.update(request=base64.b64encode(request).decode(), response=base64.b64encode(response).decode())
-    return report, new_session
+    return new_session
 
 
 def client_context(args) -> ssl.SSLContext:
@@ -126,7 +141,7 @@ def client_context(args) -> ssl.SSLContext:
         context.maximum_version = ssl.TLSVersion.TLSv1_2
     elif args.tls == "1.3":
         context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2"] if args.http2 else ["http/1.1"])
     return context
 
 
@@ -140,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resumed", action="store_true", help="a second connection resuming the session")
     parser.add_argument("--tunnel", metavar="HOST:PORT", help="CONNECT to this target through --connect")
     parser.add_argument("--source", metavar="ADDRESS", help="bind to this local address")
+    parser.add_argument("--http2", action="store_true", help="offer ALPN h2 only and speak HTTP/2 (h2client.py)")
     args = parser.parse_args(argv)
+    if args.http2:       # h2 takes a while to import: before connecting, not between handshake and request
+        import course.capture.h2client  # noqa: F401
     context = None if args.plain else client_context(args)
     connections, session = [], None
     for _ in range(2 if args.resumed and context else 1):

@@ -39,6 +39,7 @@ from typing import Iterable
 
 from course.capture.dissect import dissect_all, split_http_prefix
 from course.capture.flows import read_connections
+from course.capture.h2frames import is_http2, split_frames
 
 METHODS = ("scapy", "keyschedule", "tshark")
 TSHARK_TIMEOUT = 60.0
@@ -148,7 +149,7 @@ def decrypt_with_scapy(pcap: str | Path, key_log: str | Path | None = None, serv
     collected: dict = {c.client: {"client": b"", "server": b""} for c in connections}
     # Read (and trim) the packets *before* binding TLS to the ports: packets dissected as
     # TLS one by one would advance scapy's session state before TCPSession sees them.
-    trimmed = _without_http_prefixes(pcap, connections)
+    trimmed = _without_retransmissions(_without_http_prefixes(pcap, connections))
     with _scapy_tls(tls_ports, Path(key_log) if key_log else None, server_rsa_key):
         packets = sniff(offline=trimmed, session=TCPSession, quiet=True)
     for packet in packets:
@@ -167,6 +168,24 @@ def decrypt_with_scapy(pcap: str | Path, key_log: str | Path | None = None, serv
         collected[client][sender] += data
     return Decryption("scapy", tuple(collected[c]["client"] for c in order),
                       tuple(collected[c]["server"] for c in order))
+
+
+def _without_retransmissions(packets) -> list:
+    """The packets without a data segment sent again (same direction, sequence number and
+    payload as an earlier one): the receiver keeps the first copy (RFC 9293 §3.10.7.4), but
+    scapy's TCPSession would reassemble both and lose its place in the TLS stream (seen on
+    a tail-loss probe, RFC 8985 §7, after the HTTP/2 client's three writes)."""
+    from scapy.layers.inet import IP, TCP
+
+    seen, kept = set(), []
+    for packet in packets:
+        if TCP in packet and IP in packet and len(packet[TCP].payload):
+            key = (packet[IP].src, packet[TCP].sport, packet[TCP].seq, bytes(packet[TCP].payload))
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(packet)
+    return kept
 
 
 def _without_http_prefixes(pcap: str | Path, connections):
@@ -372,8 +391,11 @@ class CrossCheck:
                          + (f" ({KNOWN_GAPS[name]})" if name in KNOWN_GAPS else ""))
         shown = self.requests or next((r.requests for r in self.ran.values() if r.requests), ())
         for number, request in enumerate(shown, 1):
-            text = request[:width].decode("latin-1").replace("\r\n", "\n")
             lines.append(f"  request {number}:")
+            if is_http2(request):          # binary frames: listed, not printed (h2frames.py)
+                lines += ["    | " + frame.describe() for frame in split_frames(request)]
+                continue
+            text = request[:width].decode("latin-1").replace("\r\n", "\n")
             lines += ["    | " + line for line in text.splitlines()]
         return "\n".join(lines)
 

@@ -21,6 +21,11 @@ returns a ``Dissection``:
 * ``readable(sender)``: everything a holder of these keys can read: the plaintext bytes
   on the wire plus every record it could open (handshake messages too).
 
+An opened record's ``detail`` is the HTTP/1.1 start line it begins with or, on an
+HTTP/2 connection (the client's data opens with the connection preface, RFC 9113 §3.4),
+the frames that start in it, as Wireshark names them: ``Magic (preface), SETTINGS[0]``,
+``HEADERS[1]: POST /path``, ``DATA[1]`` (``h2frames.py``).
+
 TLS 1.3 is opened with our own key schedule (``proxy.tls.keyschedule``), TLS 1.2 with
 ``course.capture.tls12``; both are sans-IO and so is this module.  The ladder diagram
 names its arrows from ``records``; the "who sees what" table searches ``readable``.
@@ -32,7 +37,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from course.capture import tls12
+from course.capture import h2frames, tls12
 from course.capture.flows import TCPConnection
 from proxy.errors import TLSDecryptError, TLSParseError
 from proxy.tls.clienthello import ClientHello, parse_client_hello
@@ -62,6 +67,7 @@ class RecordView:
     opened: bool = False           # ... and decrypted here with a key log
     detail: str = ""               # an opened record's HTTP start line, e.g. "POST /path HTTP/1.1"
     keys: str = ""                 # which keys protect it: "handshake" (TLS 1.3), "application", "" (none)
+    span: tuple[int, int] | None = None   # an opened application-data record: its content's place in plaintext()
 
 
 @dataclass
@@ -146,7 +152,17 @@ def dissect(connection: TCPConnection, key_log: KeyLog | None = None, *,
         if result.decrypted:
             result._plaintext[sender] = plaintext
             result._opened[sender] = contents
+    if result.decrypted and h2frames.is_http2(result._plaintext.get("client", b"")):
+        _name_http2_frames(result)
     return result
+
+
+def _name_http2_frames(result: Dissection) -> None:
+    """Label each opened application-data record of an HTTP/2 connection by its frames."""
+    for sender in ("client", "server"):
+        frames = h2frames.split_frames(result._plaintext[sender])
+        result.records[sender] = [replace(view, detail=h2frames.record_detail(frames, *view.span))
+                                  if view.span is not None else view for view in result.records[sender]]
 
 
 def _dissect_http(connection: TCPConnection, client: bytes, server: bytes) -> Dissection:
@@ -234,14 +250,16 @@ def _open_tls13(client: bytes, server: bytes, key_log: KeyLog) -> dict:
         for item in stream_records:
             protected = item.keys != "plaintext"
             types = list(item.handshake_messages) if protected else _message_types(reassembler, item.record)
+            data = protected and item.content_type == ContentType.APPLICATION_DATA
             views.append(RecordView(offset, len(item.record.to_bytes()),
                                     _names(item.content_type, item.content, types), protected, protected,
                                     _detail(item.content_type, item.content) if protected else "",
-                                    item.keys.split("+")[0] if protected else ""))
+                                    item.keys.split("+")[0] if protected else "",
+                                    (len(plaintext), len(plaintext) + len(item.content)) if data else None))
             offset += len(item.record.to_bytes())
             if protected:
                 contents += item.content
-                if item.content_type == ContentType.APPLICATION_DATA:
+                if data:
                     plaintext += item.content
         opened[sender] = (views, plaintext, contents)
     return opened
@@ -257,14 +275,16 @@ def _open_tls12(client: bytes, server: bytes, key_log: KeyLog | None, server_rsa
             types = ([message_name(m) for m in reassembler.feed(record.content)]
                      if record.content_type == ContentType.HANDSHAKE else [])
             size = len(on_wire.to_bytes())
+            data = record.protected and record.content_type == ContentType.APPLICATION_DATA
             views.append(RecordView(offset, size, _names(record.content_type, record.content, types),
                                     record.protected, record.protected,
                                     _detail(record.content_type, record.content) if record.protected else "",
-                                    "application" if record.protected else ""))
+                                    "application" if record.protected else "",
+                                    (len(plaintext), len(plaintext) + len(record.content)) if data else None))
             offset += size
             if record.protected:
                 contents += record.content
-                if record.content_type == ContentType.APPLICATION_DATA:
+                if data:
                     plaintext += record.content
         opened[sender] = (views, plaintext, contents)
     return opened

@@ -19,7 +19,11 @@ The names come from ``dissect.py`` with the bundle's full key log, so a protecte
 record is named by what it really holds, in the notation of RFC 8446 §2:
 ``{...}`` is protected with handshake keys, ``[...]`` with application keys (in TLS 1.2,
 with the session keys: its Finished shows as ``[Finished]``), and an opened record that
-starts an HTTP message shows its start line: ``[POST /path HTTP/1.1]``.  Pure ACKs (no data, no SYN/FIN/RST)
+starts an HTTP message shows its start line: ``[POST /path HTTP/1.1]``; on an HTTP/2
+connection (``tlsproxy capture --http2``) an opened record shows the frames that start in
+it, as Wireshark names them (``h2frames.py``): ``[Magic (preface), SETTINGS[0]]``,
+``[HEADERS[1]: POST /path]``, ``[DATA[1]]``, ``[SETTINGS[0] ACK]``, ``[GOAWAY[0]]``, the
+number in brackets being the stream (0: the connection itself, RFC 9113 §5.1.1).  Pure ACKs (no data, no SYN/FIN/RST)
 are left out: they would double the picture and teach nothing about TLS.
 
 **Colours say what the wire shows, record by record** (``record_kind``).  One segment
@@ -78,6 +82,7 @@ from pathlib import Path
 
 from course.capture.bundle import CaptureBundle
 from course.capture.dissect import RecordView, dissect_all
+from course.capture.h2frames import PREFACE
 
 GAP_MARK = 0.020          # seconds: a gap longer than this gets a "≈" mark
 WRAP = 64                 # characters per label line
@@ -254,6 +259,7 @@ def notes(arrows: list[Arrow]) -> list[str]:
                      "ClientHello with it. One more round trip (RFC 8446 §4.1.4); on the wire it is a ServerHello "
                      "whose random is SHA-256(\"HelloRetryRequest\") (§4.1.3). The ChangeCipherSpec records "
                      "around it are the middlebox-compatibility ones (§D.4).")
+    lines += _http2_notes(arrows)
     crossings = _ticket_crossings(arrows)
     if crossings:
         lines.append("[NewSessionTicket] and the request cross: the server sends its tickets once it has the "
@@ -264,6 +270,28 @@ def notes(arrows: list[Arrow]) -> list[str]:
     for reset in (a for a in arrows if a.parts and a.parts[0][0] == "RST"):
         lines.append(_reset_note(reset, arrows))
     return list(dict.fromkeys(lines))     # one line per distinct explanation
+
+
+def _http2_notes(arrows: list[Arrow]) -> list[str]:
+    """What the HTTP/2 labels mean, and whether the client's request went out before the
+    server's SETTINGS came in (computed from the arrows)."""
+    preface = next((a for a in arrows if "Magic (preface)" in a.label), None)
+    if preface is None:
+        return []
+    line = ("HTTP/2 (ALPN h2): each decrypted record is named by the frames that start in it; the number in "
+            "brackets is the stream, 0 being the connection itself (RFC 9113 §5.1.1). The client opens with the "
+            f"{len(PREFACE)}-byte preface and its SETTINGS (§3.4); each side acknowledges the other's SETTINGS "
+            "(§6.5.3).")
+    mine = [a for a in arrows if (a.leg, a.connection) == (preface.leg, preface.connection)]
+    request = next((a for a in mine if a.source == preface.source and "HEADERS[" in a.label), None)
+    settings = next((a for a in mine if a.source != preface.source
+                     and "SETTINGS[0]" in (frame for text, _ in a.pieces for frame in text[1:-1].split(", "))),
+                    None)                     # the server's own SETTINGS, not its ACK of the client's
+    if request is not None and settings is not None and request.time < settings.time:
+        line += (f" Here the request's HEADERS left {(settings.time - request.time) * 1000:.1f} ms before the "
+                 "server's SETTINGS arrived: a client may send frames right after its preface without waiting "
+                 "for the server's (§3.4).")
+    return [line]
 
 
 def _ticket_crossings(arrows: list[Arrow]) -> list[str]:

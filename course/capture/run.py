@@ -5,7 +5,7 @@ Theory of operation
 ::
 
     tlsproxy capture --setup terminate --out run1 [--tls 1.2|1.3] [--resumed] [--hrr]
-                     [--rtt MS] [--backend-rtt MS]
+                     [--rtt MS] [--backend-rtt MS] [--http2]
 
 1. ``capture_setup`` starts the setup's origin and proxy as processes (``setups.Lab``)
    on fresh ports, with every TLS endpoint logging its secrets, starts one capture
@@ -16,6 +16,9 @@ Theory of operation
    scapy, with our own key schedule and with tshark and checks they agree
    (``decrypt.py``), draws the ladder diagram (``ladder.py``), computes who sees what
    (``whosees.py``) and writes ``summary.txt``.
+3. ``--http2`` (terminate and re-encrypt): the proxy offers ALPN ``h2,http/1.1`` and the
+   lab client speaks HTTP/2 (``h2client.py``); the summary lists the client leg's frames
+   beside the HTTP/1.1 request the origin got (``h2view.py``).
 
 When this machine cannot capture (not root, no CAP_NET_RAW, no libpcap), the command
 says why in one line and analyses the bundled example capture instead, so the rest of
@@ -42,7 +45,7 @@ from pathlib import Path
 
 from course.capture.bundle import CaptureBundle, load_example, merge_key_logs, write_metadata
 from course.capture.client import Markers
-from course.capture.setups import SETUPS, Lab, Loopback, available_setups
+from course.capture.setups import INTERCEPT_CA, SETUPS, Lab, Loopback, available_setups
 from course.capture.sniff import capture_available
 from proxy.errors import ConfigError
 
@@ -52,13 +55,14 @@ LEG_FILES = {"client": "client-leg.pcap", "backend": "backend-leg.pcap"}
 # --------------------------------------------------------------------------- capture
 def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: bool = False,
                   network=None, pki=None, command: str | None = None, rtt: float = 0.0,
-                  backend_rtt: float = 0.0, hrr: bool = False) -> CaptureBundle:
+                  backend_rtt: float = 0.0, hrr: bool = False, http2: bool = False) -> CaptureBundle:
     """Run ``setup`` once end to end while capturing both legs; return the bundle in ``out``.
 
     ``rtt`` (seconds) puts a delay line (``course.delay``) between the client and the proxy
     (or the origin, in the direct setups), ``backend_rtt`` one between the proxy and the
     origin; each leg's capture then shows the connecting party's end of it.  ``hrr`` makes
-    the client's first key share one the proxy refuses (a HelloRetryRequest, TLS 1.3)."""
+    the client's first key share one the proxy refuses (a HelloRetryRequest, TLS 1.3).
+    ``http2``: HTTP/2 on the client leg (ALPN h2), HTTP/1.1 on the backend leg."""
     from proxy.pki import ensure_demo_certs
 
     chosen = SETUPS[setup]
@@ -69,7 +73,8 @@ def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: boo
         if pki is None:
             pki = ensure_demo_certs(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tlslab-pki-")))
         check_hrr(chosen, tls, hrr)
-        lab = cleanup.enter_context(Lab(chosen, network, out, pki, rtt=rtt, backend_rtt=backend_rtt))
+        check_http2(chosen, http2)
+        lab = cleanup.enter_context(Lab(chosen, network, out, pki, rtt=rtt, backend_rtt=backend_rtt, http2=http2))
         captures = {leg: network.capture(chosen.leg_ends(leg), out / LEG_FILES[leg], lab.capture_port(leg))
                     for leg in chosen.leg_names}
         with contextlib.ExitStack() as capturing:
@@ -78,7 +83,15 @@ def capture_setup(setup: str, out: str | Path, *, tls: str = "1.3", resumed: boo
             report = lab.run_client(tls=tls, resumed=resumed, hrr=hrr)
             lab.stop()                     # inside the capture: the closing FINs belong to it
     return _write_bundle(out, chosen, lab, network, report, tls=tls if chosen.client_tls else None,
-                         resumed=resumed, command=command, hrr=hrr)
+                         resumed=resumed, command=command, hrr=hrr, http2=http2)
+
+
+def check_http2(setup, http2: bool) -> None:
+    """HTTP/2 is offered by the terminating proxy only (``proxy/modes/h2.py``); the origins
+    speak HTTP/1.1, so end to end (direct, passthrough, a tunnel) there is no h2 to speak."""
+    if http2 and (setup.mode != "terminate" or not setup.client_tls):
+        raise ConfigError("--http2 needs a setup where the proxy terminates the client's TLS "
+                          "(terminate, reencrypt): only it offers ALPN h2")
 
 
 def check_hrr(setup, tls: str, hrr: bool) -> None:
@@ -89,7 +102,7 @@ def check_hrr(setup, tls: str, hrr: bool) -> None:
 
 
 OUTPUTS = ("client-leg.pcap", "backend-leg.pcap", "keys.log", "client.json", "server-cert.pem", "metadata.json",
-           "ladder.png", "ladder.svg", "summary.txt")
+           "ladder.png", "ladder.svg", "summary.txt", INTERCEPT_CA)
 
 
 def clear_outputs(out: Path) -> None:
@@ -106,7 +119,7 @@ def clear_outputs(out: Path) -> None:
 
 
 def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, resumed, command,
-                  hrr: bool = False) -> CaptureBundle:
+                  hrr: bool = False, http2: bool = False) -> CaptureBundle:
     (out / "client.json").write_text(json.dumps(report, indent=1) + "\n")
     certificate = next((c["certificate"] for c in report["connections"] if c.get("certificate")), None)
     if certificate:
@@ -126,14 +139,18 @@ def _write_bundle(out: Path, setup, lab: Lab, network, report: dict, *, tls, res
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"tlsproxy capture --setup {setup.name} --out {shlex.quote(str(out))}"
                               + (f" --tls {tls}" if tls else "") + (" --resumed" if resumed else "")
-                              + (" --hrr" if hrr else "") + (f" --rtt {lab.rtt * 1000:g}" if lab.rtt else "")
+                              + (" --hrr" if hrr else "") + (" --http2" if http2 else "")
+                              + (f" --rtt {lab.rtt * 1000:g}" if lab.rtt else "")
                               + (f" --backend-rtt {lab.backend_rtt * 1000:g}" if lab.backend_rtt else ""),
         "rtt_ms": lab.rtt * 1000 or None, "backend_rtt_ms": lab.backend_rtt * 1000 or None, "hrr": hrr,
+        "http2": http2,
         "hosts": {host: lab.address(host) for host in setup.hosts},
         "ports": lab.ports,
         "server_name": "www.example.test",
         "legs": legs, "keylogs": keylogs, "markers": vars(Markers()),
         "client_report": "client.json", "certificate": "server-cert.pem" if certificate else None,
+        # interception: the CA the proxy minted the client's certificate with (its key is not kept)
+        **({"intercept_ca": INTERCEPT_CA, "extra_files": [INTERCEPT_CA]} if lab.intercept_ca else {}),
         "versions": _versions(),
     })
 
@@ -173,6 +190,8 @@ def analyse(bundle: CaptureBundle, out: str | Path | None = None, *, pictures: b
 
 
 def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: list[Path]) -> str:
+    from course.capture import h2view
+
     lines = [f"TLS Termination Lab capture: {bundle.title}",
              f"  {bundle.metadata.get('picture', '')}: {bundle.metadata.get('summary', '')}",
              f"  made with: {bundle.metadata.get('command', '?')}",
@@ -184,7 +203,14 @@ def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: li
     for leg, check in decryptions.items():
         lines += [f"== {leg} leg ({' <-> '.join(bundle.legs[leg].ends)}, {bundle.legs[leg].pcap.name})",
                   check.format(), ""]
+    if h2view.is_http2_bundle(bundle, decryptions):
+        lines += [h2view.format_http2(bundle, decryptions), ""]
     lines += ["== who sees what (computed from the captured bytes and each party's key log)", table.format(), ""]
+    if bundle.metadata.get("intercept_ca"):    # setup 7: the certificates each session showed, the clues
+        from course.capture.interception import analyse_interception
+
+        lines += ["== interception (the certificate each TLS session showed, read from the capture)",
+                  analyse_interception(bundle).format(), ""]
     if pictures:
         lines.append("ladder diagram: " + ", ".join(p.name for p in pictures))
     return "\n".join(lines) + "\n"
@@ -208,6 +234,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hrr", action="store_true",
                         help="the client offers a key share for P-521 only, which the proxy refuses: "
                              "a HelloRetryRequest (TLS 1.3), one more round trip")
+    parser.add_argument("--http2", action="store_true",
+                        help="HTTP/2 on the client leg: the proxy offers ALPN h2,http/1.1 and the lab client "
+                             "speaks h2 (terminate, reencrypt); the backend leg stays HTTP/1.1")
     parser.add_argument("--no-pictures", action="store_true", help="skip the ladder diagram (PNG, SVG)")
     parser.add_argument("--from-bundle", metavar="DIR", help="analyse an existing capture bundle, capture nothing")
     parser.add_argument("--lesson", choices=("forward-secrecy",),
@@ -253,13 +282,15 @@ def run_cli(args: argparse.Namespace) -> int:
             bundle = bundle.copy_to(out)
     else:
         check_hrr(SETUPS[args.setup], args.tls, args.hrr)
+        check_http2(SETUPS[args.setup], args.http2)
         rtt, backend_rtt = _milliseconds(args.rtt, "--rtt"), _milliseconds(args.backend_rtt, "--backend-rtt")
         reason = capture_available()
         if reason is None and args.setup not in available_setups():
             reason = f"setup {args.setup} is not implemented yet (proxy/modes/{SETUPS[args.setup].mode}.py)"
         if reason:
             example = load_example(args.setup, args.tls, args.resumed)
-            unmet = " (it has no added RTT and no HelloRetryRequest)" if rtt or backend_rtt or args.hrr else ""
+            unmet = (" (it has no added RTT, no HelloRetryRequest and no HTTP/2)"
+                     if rtt or backend_rtt or args.hrr or args.http2 else "")
             print(f"tlsproxy capture: {reason}; analysing the bundled example capture "
                   f"({example.title}) instead{unmet}.", file=sys.stderr)
             bundle = example.copy_to(out)
@@ -267,7 +298,7 @@ def run_cli(args: argparse.Namespace) -> int:
             command = shlex.join(["tlsproxy", "capture", *sys.argv[2:]]) if len(sys.argv) > 2 else None
             try:
                 bundle = capture_setup(args.setup, out, tls=args.tls, resumed=args.resumed, command=command,
-                                       rtt=rtt, backend_rtt=backend_rtt, hrr=args.hrr)
+                                       rtt=rtt, backend_rtt=backend_rtt, hrr=args.hrr, http2=args.http2)
             except (RuntimeError, TimeoutError) as error:
                 raise ConfigError(str(error)) from None
     report = analyse(bundle, out, pictures=not args.no_pictures)

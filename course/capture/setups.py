@@ -1,4 +1,4 @@
-"""The six setups as real processes, on loopback or in the lab's network namespaces.
+"""The setups as real processes, on loopback or in the lab's network namespaces.
 
 Theory of operation
 -------------------
@@ -37,8 +37,15 @@ say exactly who held which keys:
 
     keys/client.log          the client (SSLKEYLOGFILE, read by create_default_context)
     keys/proxy.log           the proxy's client leg (tlsproxy serve --keylog)
-    keys/proxy-backend.log   the proxy's backend leg (--backend-keylog, re-encrypt)
+    keys/proxy-backend.log   the proxy's backend leg (--backend-keylog, re-encrypt, interception)
     keys/origin.log          the origin (SSLKEYLOGFILE)
+
+**Interception** (``Setup.intercepts``): the forward proxy is started with an
+interception CA (``proxy.tls.mint.make_ca``) made for this run in a private temporary
+directory, deleted when the lab stops; only its certificate is kept, as
+``intercept-ca.pem``.  The lab client trusts it *and* the demo CA
+(``logs/client-trust.pem``), as a managed machine trusts its company's root beside the
+usual ones, and the origin shows its own certificate for the name the client asked for.
 
 Where the processes run is a *network*: ``Loopback`` (every host on 127.0.0.0/8; the
 client binds 127.0.0.2 so that its address differs from the proxy's 127.0.0.1) or
@@ -53,8 +60,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,6 +90,7 @@ STOP_TIMEOUT = 5.0
 CLIENT_TIMEOUT = 30.0
 WWW = "www.example.test"
 ORIGIN_NAME = "origin.example.test"
+INTERCEPT_CA = "intercept-ca.pem"   # the interception CA's certificate, kept in the bundle (not its key)
 LISTENING = re.compile(r"listening on (?:https?://)?\[?([0-9a-fA-F.:]+?)\]?:(\d+)")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -153,13 +163,17 @@ def _environment(keylog: Path | None = None) -> dict[str, str]:
 class Lab:
     """One setup's origin and proxy, started in ``out``; a context manager that stops them."""
 
-    def __init__(self, setup: Setup, network, out: Path, pki, *, rtt: float = 0.0, backend_rtt: float = 0.0) -> None:
+    def __init__(self, setup: Setup, network, out: Path, pki, *, rtt: float = 0.0, backend_rtt: float = 0.0,
+                 http2: bool = False) -> None:
         self.setup, self.network, self.out, self.pki = setup, network, Path(out), pki
+        self.http2 = http2              # the proxy offers ALPN h2,http/1.1 and the client speaks HTTP/2
         self.rtt, self.backend_rtt = rtt, backend_rtt if setup.has_proxy else 0.0
         self.processes: list[subprocess.Popen] = []
         self.ports: dict[str, int] = {}
         self.keys = self.out / "keys"
         self.logs = self.out / "logs"
+        self.intercept_ca: tuple[Path, Path] | None = None  # (certificate, key); stop() deletes both files
+        self._ca_directory: str | None = None
 
     @property
     def front(self) -> str:
@@ -177,6 +191,8 @@ class Lab:
         self.keys.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
+            if self.setup.intercepts:
+                self._make_intercept_ca()
             self.ports["origin"] = self._start_origin()
             if self.backend_rtt:
                 self.ports["backend-delay"] = self._start_delay("backend", self.backend_rtt)
@@ -259,6 +275,22 @@ class Lab:
             argv += ["--source", self.address(connecting)]
         return self._spawn(host, argv, f"delay-{leg}.log", _environment())
 
+    def _make_intercept_ca(self) -> None:
+        """This run's interception CA, its key in a private directory that ``stop`` deletes; its
+        certificate beside the bundle (``intercept-ca.pem``) and in the client's trust file."""
+        from proxy.tls.mint import make_ca
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._ca_directory = tempfile.mkdtemp(prefix="tlslab-intercept-ca-")
+        self.intercept_ca = make_ca(self._ca_directory)
+        shutil.copyfile(self.intercept_ca[0], self.out / INTERCEPT_CA)
+        self.client_trust.write_text(Path(self.pki.ca).read_text() + self.intercept_ca[0].read_text())
+
+    @property
+    def client_trust(self) -> Path:
+        """The CA file the lab client trusts: the demo CA, and the interception CA where there is one."""
+        return self.logs / "client-trust.pem" if self.setup.intercepts else Path(self.pki.ca)
+
     def _start_origin(self) -> int:
         argv, keylog = self.origin_argv()
         return self._spawn("origin", argv, "origin.log", _environment(keylog))
@@ -272,8 +304,9 @@ class Lab:
                 "--listen", f"{self.address('origin')}:0"]
         if not self.setup.origin_tls:
             return argv, None
-        # The client's session ends here: show www; the proxy's own session (re-encrypt): the origin's name.
-        name = WWW if self.setup.client_tls_ends == "origin" else ORIGIN_NAME
+        # The client's session ends here, or the client named this origin in its CONNECT (interception):
+        # show www; the proxy's own session to its backend (re-encrypt): the origin's name.
+        name = WWW if self.setup.client_tls_ends == "origin" or self.setup.tunnel else ORIGIN_NAME
         cert, key = self.pki.files(name)
         return argv + ["--cert", cert, "--key", key], self.keys / "origin.log"
 
@@ -285,6 +318,8 @@ class Lab:
         if self.setup.mode == "terminate":
             cert, key = self.pki.files(WWW)
             argv += ["--cert", cert, "--key", key, "--keylog", str(self.keys / "proxy.log")]
+            if self.http2:                      # HTTP/2 on the client leg (proxy/modes/h2.py)
+                argv += ["--alpn", "h2,http/1.1"]
             if self.setup.origin_tls:           # re-encrypt: a second TLS session to the origin
                 argv += ["--backend", f"https://{origin}", "--backend-ca", str(self.pki.ca),
                          "--backend-sni", ORIGIN_NAME, "--backend-keylog", str(self.keys / "proxy-backend.log")]
@@ -296,6 +331,12 @@ class Lab:
             origin_ip, port = self.dial("backend")
             argv += ["--forward-host", f"{WWW}={origin_ip}", "--connect-port", str(port),
                      "--allow", f"dst={origin_ip}/32 port={port}"]
+            if self.setup.intercepts:            # CONNECT answered, TLS ended with a minted leaf, origin verified
+                if self.intercept_ca is None:
+                    raise RuntimeError("the interception CA is made when the lab starts (Lab.start)")
+                argv += ["--intercept-ca", *map(str, self.intercept_ca), "--backend-ca", str(self.pki.ca),
+                         "--keylog", str(self.keys / "proxy.log"),
+                         "--backend-keylog", str(self.keys / "proxy-backend.log")]
         return argv
 
     def client_argv(self, *, tls: str = "1.3", resumed: bool = False) -> list[str]:
@@ -305,7 +346,8 @@ class Lab:
         if self.setup.tunnel:            # the forward proxy resolves the name (--forward-host)
             argv += ["--tunnel", f"{WWW}:{self.dial('backend')[1]}"]
         if self.setup.client_tls:
-            argv += ["--ca", str(self.pki.ca), "--tls", tls] + (["--resumed"] if resumed else [])
+            argv += ["--ca", str(self.client_trust), "--tls", tls] + (["--resumed"] if resumed else [])
+            argv += ["--http2"] if self.http2 else []
         else:
             argv += ["--plain"]
         return argv
@@ -333,3 +375,6 @@ class Lab:
         for process in reversed(self.processes):
             stop_child(process, STOP_TIMEOUT)
         self.processes.clear()
+        if self._ca_directory is not None:       # the interception CA's key never outlives the run
+            shutil.rmtree(self._ca_directory, ignore_errors=True)
+            self._ca_directory = None

@@ -15,7 +15,7 @@ An *observer* is a set of captured legs plus the key logs it holds:
 * an on-path observer (a Wi-Fi neighbour, an ISP, a tap) has one leg's packets and no keys;
 * the proxy has both legs and the keys it wrote itself (``keys/proxy.log``,
   ``keys/proxy-backend.log``): none in passthrough or forward mode, where it never
-  terminates TLS;
+  terminates TLS, both when it intercepts a CONNECT (setup 7);
 * the origin has its leg and its own key log (``keys/origin.log``).
 
 For each observer every connection is dissected with exactly those keys
@@ -28,6 +28,11 @@ TLS 1.3); the client's address if it is a TCP endpoint of the leg or appears in 
 readable bytes (``X-Forwarded-For``).  Nothing in the table is assumed from the setup's
 name: change the proxy (say, stop it adding X-Forwarded-For) and the table changes.
 
+Over HTTP/2 (``tlsproxy capture --http2``) the client's header fields travel HPACK-compressed
+(RFC 7541), their values Huffman-coded: the markers are not among the decrypted bytes at
+all.  A key holder reads them only after decoding the header blocks (``h2frames``), and
+the table says so ("then HPACK-decoded").
+
 The origin also *says* what it saw: its JSON answer (``course/origin/``) is compared
 with the computed row in ``origin_log``.
 """
@@ -39,6 +44,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from course.capture import h2frames
 from course.capture.bundle import CaptureBundle
 from course.capture.dissect import Dissection, dissect
 from proxy.pki import leaf_der
@@ -122,10 +128,27 @@ def _found(dissections: list[Dissection], needle: bytes | re.Pattern) -> Cell:
     def contains(data: bytes) -> bool:
         return bool(needle.search(data)) if isinstance(needle, re.Pattern) else needle in data
 
+    hpack = _hpack_found(dissections, contains)     # HTTP/2's header fields, first: they are the request's
+    if hpack.visible:
+        return hpack
     for how, read in (("decrypted with its own keys", Dissection.opened),
                       ("in plaintext on the wire", lambda d, sender: d.connection.stream(sender))):
         if any(contains(read(d, sender)) for d in dissections for sender in ("client", "server")):
             return Cell(True, how)
+    return Cell(False)
+
+
+def _hpack_found(dissections: list[Dissection], contains) -> Cell:
+    """In HTTP/2 the header fields are HPACK-compressed (RFC 7541): a key holder finds them
+    only in the decoded header blocks, and a Huffman-coded value is not in the bytes at all."""
+    for d in dissections:
+        if not h2frames.is_http2(d.plaintext("client") or b""):
+            continue
+        for sender in ("client", "server"):
+            for line, huffman in h2frames.field_lines(d.plaintext(sender) or b""):
+                if contains(line):
+                    return Cell(True, "decrypted with its own keys, then HPACK-decoded"
+                                + (" (the value was Huffman-coded, RFC 7541 §5.2)" if huffman else ""))
     return Cell(False)
 
 
@@ -163,10 +186,11 @@ def who_sees_what(bundle: CaptureBundle) -> Table:
         found = {
             "SNI": _sni(dissections, server_name),
             "certificate": _found(dissections, certificate) if certificate else Cell(False),
-            "Host": _found(dissections, re.compile(rb"(?im)^host:[ \t]*" + re.escape(markers["host"].encode())
-                                                   + rb"[ \t]*\r?$")),
+            # HTTP/2 carries the Host in :authority (RFC 9113 §8.3.1).
+            "Host": _found(dissections, re.compile(rb"(?im)^(?:host|:authority):[ \t]*"
+                                                   + re.escape(markers["host"].encode()) + rb"[ \t]*\r?$")),
             "path": _found(dissections, markers["path"].encode()),
-            "headers": _found(dissections, markers["header"].encode()),
+            "headers": _found(dissections, _field_line(markers["header"])),
             "body": _found(dissections, markers["body"].encode()),
             "client address": _client_address(dissections, bundle.hosts["client"]),
         }
@@ -175,12 +199,22 @@ def who_sees_what(bundle: CaptureBundle) -> Table:
     return Table(bundle.title, [o.name for o in observers], cells, origin_log(bundle))
 
 
+def _field_line(marker: str) -> re.Pattern:
+    """``Name: value`` at a line start, the name in any case (RFC 9110 §5.1; HTTP/2 sends it
+    in lowercase, RFC 9113 §8.2.1)."""
+    name, _, value = marker.partition(": ")
+    return re.compile(rb"(?im)^" + re.escape(name.encode()) + rb":[ \t]*" + re.escape(value.encode()))
+
+
 def origin_log(bundle: CaptureBundle) -> dict[str, bool]:
     """What the origin reported seeing, from its JSON answer to the lab client."""
     markers, client_address = bundle.markers, bundle.hosts["client"]
     try:
-        response = base64.b64decode(bundle.client_report["connections"][0]["response"])
-        seen = json.loads(response.partition(b"\r\n\r\n")[2])
+        connection = bundle.client_report["connections"][0]
+        if "response_body" in connection:          # HTTP/2 (h2client.py): the body, out of its frames
+            seen = json.loads(base64.b64decode(connection["response_body"]))
+        else:
+            seen = json.loads(base64.b64decode(connection["response"]).partition(b"\r\n\r\n")[2])
     except (KeyError, IndexError, ValueError):
         return {}
     headers = {name.lower(): value for name, value in seen.get("headers", [])}

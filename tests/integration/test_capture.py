@@ -90,13 +90,45 @@ def test_each_setup_decrypts_three_ways_to_the_request_the_client_sent(captured,
     if "backend" not in bundle.legs:
         return
     backend = three_ways(bundle, "backend").requests[0]
-    if SETUPS[setup].mode == "terminate":         # the proxy read and rewrote the request
+    if SETUPS[setup].proxy_reads_requests:        # the proxy read and rewrote the request (3, 4, 7)
         assert backend.startswith(b"POST /account/statement?id=path-marker-7 HTTP/1.1\r\n")
         assert b"X-Forwarded-For: 127.0.0.2\r\n" in backend
     else:                                         # spliced: the same bytes, inside the same TLS session
         assert backend == sent(bundle)[0]
     keylogs = set(bundle.metadata["keylogs"])
-    assert ("proxy" in keylogs) == (SETUPS[setup].mode == "terminate")
+    assert ("proxy" in keylogs) == SETUPS[setup].proxy_reads_requests
+
+
+@pytest.mark.root
+def test_an_intercepted_capture_shows_two_sessions_two_certificates_and_the_proxy_reading_it(captured, tmp_path):
+    """Setup 7 live: the client asked for a tunnel to www.example.test and was shown a leaf minted by
+    this run's interception CA; the origin showed its own; the proxy's own key logs open both legs."""
+    from course.capture.interception import analyse_interception
+    from course.capture.run import analyse
+    from proxy.tls.mint import CA_COMMON_NAME
+
+    bundle = captured("intercept")
+    connection = bundle.client_report["connections"][0]
+    assert connection["connect_response"].startswith("HTTP/1.1 200")  # answered by the proxy itself
+    found = analyse_interception(bundle)
+    assert found.two_sessions and found.different_certificates and found.signed_by_interception_ca
+    assert found.client_saw.issuer == CA_COMMON_NAME != found.origin_showed.issuer
+    assert found.reported == found.client_saw.der  # the client's own report: the minted leaf
+    assert found.client_saw.key_holders == ("client", "proxy")
+    assert found.origin_showed.key_holders == ("proxy-backend", "origin")
+    assert {c.name: c.shows for c in found.clues()} == {"the issuer": True, "pinning": True,
+                                                        "Certificate Transparency": False}
+    table = who_sees_what(bundle)
+    assert table.row("proxy") == dict.fromkeys(ITEMS, True)
+    for item in ("path", "headers", "body"):     # read in the clear with the proxy's own keys, on either leg
+        assert table.cells["proxy", item].how == "decrypted with its own keys"
+        assert not table.visible("on-path, client leg", item) and not table.visible("on-path, backend leg", item)
+    # Only the CA's certificate is kept: its key was deleted with the run.
+    assert (bundle.directory / bundle.metadata["intercept_ca"]).exists()
+    assert not list(bundle.directory.rglob("*.key"))
+    summary = analyse(bundle, tmp_path / "analysis", pictures=False).summary
+    assert "== interception" in summary and f"issuer {CA_COMMON_NAME!r}" in summary
+    assert "the proxy holds the keys of both sessions: yes" in summary
 
 
 @pytest.mark.root

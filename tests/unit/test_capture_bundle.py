@@ -13,7 +13,8 @@ from course.capture.sniff import NO_CAPTURE_VARIABLE, capture_available, port_fi
 def test_examples_cover_every_setup_and_record_how_they_were_made():
     names = list_examples()
     for expected in ("direct-http", "direct-https-tls13", "terminate-tls13", "terminate-tls12",
-                     "terminate-tls13-resumed", "reencrypt-tls13", "passthrough-tls13", "forward-tls13"):
+                     "terminate-tls13-resumed", "reencrypt-tls13", "passthrough-tls13", "forward-tls13",
+                     "intercept-tls13"):
         assert expected in names
     for name in names:
         if name == "forward-secrecy":

@@ -1,4 +1,4 @@
-"""course.capture.setups: the six setups as processes, checked as command lines (nothing runs).
+"""course.capture.setups: the setups as processes, checked as command lines (nothing runs).
 
 The capture keeps no table of its own: its setups are ``course.setups``'s objects, and
 the command lines it builds follow from their facts (mode, legs, who terminates).
@@ -22,7 +22,7 @@ def lab(name: str, pki, tmp_path: Path) -> Lab:
     return made
 
 
-def test_the_same_six_setups_as_the_rest_of_the_project():
+def test_the_same_setups_as_the_rest_of_the_project():
     assert list(SETUPS) == list(project_setups.NAMES)
     assert capture_setups.Setup is project_setups.Setup
     for name, setup in SETUPS.items():
@@ -39,10 +39,13 @@ def test_the_capture_module_keeps_no_copy_of_the_table():
 def test_command_lines_follow_the_table(name, pki, tmp_path):
     facts = project_setups.BY_NAME[name]
     made = lab(name, pki, tmp_path)
+    if facts.intercepts:
+        made._make_intercept_ca()  # as Lab.start does first
     origin_argv, origin_keylog = made.origin_argv()
     assert ("--cert" in origin_argv) == facts.origin_tls == (origin_keylog is not None)
-    if facts.origin_tls:  # the client's session shows www; the proxy's own session, the origin's name
-        shown = "www.example.test" if facts.client_tls_ends == "origin" else "origin.example.test"
+    if facts.origin_tls:  # the client's session, or the origin it named (CONNECT), shows www;
+        # the proxy's own session to its backend (re-encrypt), the origin's name
+        shown = "www.example.test" if facts.client_tls_ends == "origin" or facts.tunnel else "origin.example.test"
         assert origin_argv[origin_argv.index("--cert") + 1].endswith(f"{shown}.pem")
     client = made.client_argv()
     assert ("--plain" in client) == (not facts.client_tls)
@@ -53,6 +56,29 @@ def test_command_lines_follow_the_table(name, pki, tmp_path):
         assert proxy[proxy.index("--mode") + 1] == facts.mode
         assert ("--keylog" in proxy) == facts.proxy_reads_requests  # it holds the client's session keys
         assert ("--backend-keylog" in proxy) == (len(facts.tls_sessions) == 2)
+        assert ("--intercept-ca" in proxy) == facts.intercepts
+    made.stop()
+
+
+def test_interception_makes_a_ca_for_the_run_that_the_client_trusts_and_drops_its_key(pki, tmp_path):
+    intercept = lab("intercept", pki, tmp_path)
+    with pytest.raises(RuntimeError, match="interception CA"):
+        intercept.proxy_argv()  # no CA before the lab starts
+    intercept._make_intercept_ca()
+    cert, key = intercept.intercept_ca
+    proxy = intercept.proxy_argv()
+    assert proxy[proxy.index("--intercept-ca") + 1:][:2] == [str(cert), str(key)]
+    assert proxy[proxy.index("--mode") + 1] == "forward"
+    assert proxy[proxy.index("--backend-ca") + 1] == str(pki.ca)  # the origin is verified, as in re-encrypt
+    assert proxy[proxy.index("--backend-keylog") + 1].endswith("keys/proxy-backend.log")
+    client = intercept.client_argv()
+    assert client[client.index("--tunnel") + 1] == "www.example.test:9001"
+    trust = Path(client[client.index("--ca") + 1]).read_text()
+    assert Path(pki.ca).read_text() in trust and cert.read_text() in trust  # the demo CA and the interception CA
+    assert (tmp_path / capture_setups.INTERCEPT_CA).read_text() == cert.read_text()  # kept for the bundle
+    intercept.stop()
+    assert not key.exists() and not cert.exists()  # the CA's key is gone with the run
+    assert (tmp_path / capture_setups.INTERCEPT_CA).exists()
 
 
 def test_loopback_client_has_its_own_address(pki, tmp_path):

@@ -188,3 +188,17 @@ def test_an_option_it_does_not_know_is_never_taken_for_the_folder(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     assert diagrams.main(argv) == status
     assert list(tmp_path.iterdir()) == [] and "usage:" in capsys.readouterr().err
+
+
+def test_only_draws_one_figure_from_the_code_and_the_setups_figure_has_every_setup(tmp_path, monkeypatch):
+    """`--only=setups` redraws that figure alone (no benchmark, no capture), with a row per setup."""
+    from course.setups import SETUPS
+
+    drawn = []
+    monkeypatch.setattr(diagrams, "draw_from_runs", lambda out: drawn.append(out) or [])
+    assert diagrams.main([str(tmp_path), "--only=setups"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["setups.png", "setups.svg"] and drawn == []
+    svg = (tmp_path / "setups.svg").read_text()
+    for setup in SETUPS:
+        assert f"{setup.number} {setup.name}" in svg and setup.legs[0].label in svg
+    assert diagrams.main([str(tmp_path), "--only=bogus"]) == 2

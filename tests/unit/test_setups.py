@@ -1,4 +1,4 @@
-"""course.setups: the one table of the six setups, its derived facts, and its words checked against them.
+"""course.setups: the one table of the seven setups, its derived facts, and its words checked against them.
 
 ``copied_words`` and ``copied_names`` are also used by the bench's and the capture's
 setup tests: they find, in a module's source, the literals that would mean the module
@@ -50,10 +50,10 @@ def copied_names(path: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the table
-def test_the_six_setups_of_design_md_in_teaching_order():
+def test_the_six_setups_of_design_md_and_interception_in_teaching_order():
     assert [(s.number, s.name) for s in SETUPS] == [
         (1, "direct-http"), (2, "direct-https"), (3, "terminate"), (4, "reencrypt"), (5, "passthrough"),
-        (6, "forward")]
+        (6, "forward"), (7, "intercept")]
     assert NAMES == tuple(BY_NAME) == tuple(s.name for s in SETUPS)
 
 
@@ -76,19 +76,37 @@ def test_where_each_tls_session_starts_and_ends():
         "reencrypt": (("client", "proxy"), ("proxy", "origin")),  # two sessions: hop by hop
         "passthrough": (("client", "origin"),),  # one session, through the splice
         "forward": (("client", "origin"),),  # one session, through the tunnel
+        "intercept": (("client", "proxy"), ("proxy", "origin")),  # a tunnel asked for, two sessions made
     }
     assert {s.name: s.client_tls_ends for s in SETUPS} == {
         "direct-http": None, "direct-https": "origin", "terminate": "proxy", "reencrypt": "proxy",
-        "passthrough": "origin", "forward": "origin"}
-    assert [s.name for s in SETUPS if s.origin_tls] == ["direct-https", "reencrypt", "passthrough", "forward"]
-    assert [s.name for s in SETUPS if s.tunnel] == ["forward"]
+        "passthrough": "origin", "forward": "origin", "intercept": "proxy"}
+    assert [s.name for s in SETUPS if s.origin_tls] == ["direct-https", "reencrypt", "passthrough", "forward",
+                                                        "intercept"]
+    assert [s.name for s in SETUPS if s.tunnel] == ["forward", "intercept"]
+    assert [s.name for s in SETUPS if s.intercepts] == ["intercept"]
     assert [s.name for s in SETUPS if not s.client_tls] == ["direct-http"]
 
 
 def test_through_a_proxy_only_passthrough_and_connect_are_end_to_end():
     assert [s.name for s in SETUPS if s.has_proxy and s.end_to_end] == ["passthrough", "forward"]
-    assert [s.name for s in SETUPS if s.proxy_reads_requests] == ["terminate", "reencrypt"]
+    assert [s.name for s in SETUPS if s.proxy_reads_requests] == ["terminate", "reencrypt", "intercept"]
     assert not BY_NAME["reencrypt"].end_to_end
+
+
+def test_interception_is_reencryption_underneath_a_tunnel_the_client_asked_for():
+    """Setup 7: the client's side is setup 6's (a CONNECT, the forward proxy's mode), the sessions
+    are setup 4's (two, the proxy in between holding the plaintext)."""
+    intercept, forward, reencrypt = BY_NAME["intercept"], BY_NAME["forward"], BY_NAME["reencrypt"]
+    assert intercept.mode == forward.mode == "forward"  # tlsproxy serve --mode forward --intercept-ca ...
+    assert intercept.tunnel and forward.tunnel and not reencrypt.tunnel
+    assert intercept.tls_sessions == reencrypt.tls_sessions != forward.tls_sessions
+    assert intercept.proxy_reads_requests and not intercept.end_to_end
+    assert intercept.legs[0].kind == "intercept" and intercept.legs[1] == reencrypt.legs[1]
+    assert intercept.picture == "client --CONNECT + TLS (minted cert)==> proxy ==TLS (2nd session)==> origin"
+    # What a client can check, named where the setup is described (course.capture.interception computes them).
+    for clue in ("issuer", "interception CA", "pin", "Certificate Transparency", "RFC 9110 §9.3.6"):
+        assert clue in intercept.description, clue
 
 
 # --------------------------------------------------------------------------- the words
@@ -128,6 +146,9 @@ def test_a_leg_label_says_tls_where_a_session_ends_and_not_on_plain_http():
             if leg.kind == "http":
                 assert "TLS" not in leg.label, (s.name, leg)
     assert "CONNECT" in BY_NAME["forward"].legs[0].label
+    for s in SETUPS:
+        if s.intercepts:  # a CONNECT, then a TLS session that ends at the proxy
+            assert "CONNECT" in s.legs[0].label and "TLS" in s.legs[0].label
     assert "2nd session" in BY_NAME["reencrypt"].legs[1].label
 
 

@@ -57,6 +57,24 @@ def test_forward_proxy_sees_the_connect_line_but_not_the_request():
     assert table.visible("origin", "path") and not table.visible("origin", "client address")
 
 
+def test_an_intercepting_proxy_reads_what_a_tunnel_would_have_hidden():
+    """Setup 7: the client asked for a tunnel, as in setup 6, but the proxy answered it and holds
+    the keys of both sessions: it reads the request in the clear, as in re-encryption."""
+    table = who_sees_what(load_example("intercept", "1.3"))
+    assert table.row("proxy") == EVERYTHING
+    for item in ("path", "headers", "body", "Host"):
+        assert table.cells["proxy", item].how == "decrypted with its own keys"
+    assert table.row("proxy") != who_sees_what(load_example("forward", "1.3")).row("proxy")
+    # On the wire both legs are TLS 1.3: an observer reads the SNI (and the client's TCP address), nothing else.
+    assert table.row("on-path, client leg") == {**dict.fromkeys(ITEMS, False), "SNI": True, "client address": True}
+    assert table.row("on-path, backend leg") == {**dict.fromkeys(ITEMS, False), "SNI": True}
+    # The origin never sees the leaf the client was shown (minted by the proxy); it gets the client's
+    # address only because the proxy adds X-Forwarded-For, and says so in its own log.
+    assert table.row("origin") == {**EVERYTHING, "certificate": False}
+    assert table.cells["origin", "client address"].how == "X-Forwarded-For header, decrypted with its own keys"
+    assert table.origin_log == {"Host": True, "path": True, "headers": True, "body": True, "client address": True}
+
+
 def test_direct_setups_have_no_proxy_row():
     plain = who_sees_what(load_example("direct-http"))
     assert plain.observers == ["on-path, client leg", "origin"]
