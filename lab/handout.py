@@ -12,7 +12,7 @@ handout is that folder::
       Makefile             make venv / make check LAB=N / make lab
       lab/                 the six exercises (README + student.py), the checkers, the harness,
                            the lab network (topology/), example configs, the Wireshark sheet
-      notebooks/           the seven notebooks, outputs cleared
+      notebooks/           the numbered notebooks, outputs cleared
       captures/            the bundled captures (course/data/example-capture): pcaps + key logs
       tests/fixtures/clienthello/   the real ClientHellos exercise 5's checker reads
 
@@ -104,7 +104,9 @@ def build(out: str | Path, *, package: str = DEFAULT_PACKAGE, repo: Path = REPO)
                 shutil.copy2(source, target)
             written.append(target)
     requirement = with_lab_extra(package)
-    (out / "README.md").write_text(STUDENT_README.format(requirement=requirement), encoding="utf-8")
+    notebooks = sum(1 for path in written if path.suffix == ".ipynb")
+    (out / "README.md").write_text(STUDENT_README.format(requirement=requirement, notebooks=notebooks),
+                                   encoding="utf-8")
     (out / "Makefile").write_text(STUDENT_MAKEFILE.format(package=package), encoding="utf-8")
     # The same pinned versions as the course repository (``make lock`` there refreshes them).
     shutil.copy2(repo / "constraints.txt", out / "constraints.txt")
@@ -157,7 +159,7 @@ def _write_without_outputs(source: Path, target: Path) -> None:
 STUDENT_README = """\
 # TLS Termination Lab: student handout
 
-Six exercises that build pieces of a TLS-terminating reverse proxy, seven notebooks that
+Six exercises that build pieces of a TLS-terminating reverse proxy, {notebooks} notebooks that
 watch one work, and real captures to open in Wireshark.
 
 ```
