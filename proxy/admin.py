@@ -12,7 +12,7 @@ Two resources:
 ``/status.json``
     the numbers: connections (active, total, by state), requests and requests per
     second (over the last few seconds), handshakes full vs resumed, TLS versions and
-    ciphers in use, bytes in and out, and every pool's backends with their health.
+    ciphers in use, the protocols ALPN chose (h2, http/1.1), bytes in and out, and every pool's backends with their health.
 ``/``
     a small HTML page that fetches ``/status.json`` every second and redraws itself.
 
@@ -109,6 +109,7 @@ async function refresh() {
     const t = [];
     for (const [k, v] of Object.entries(s.tls_versions)) t.push(["version " + k, fmt(v)]);
     for (const [k, v] of Object.entries(s.ciphers)) t.push(["cipher " + k, fmt(v)]);
+    for (const [k, v] of Object.entries(s.alpn || {})) t.push(["ALPN " + k, fmt(v)]);
     rows("tls", t.length ? t : [["no TLS handshakes yet", ""]]);
     document.getElementById("stamp").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.ready = "1";

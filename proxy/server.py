@@ -82,6 +82,7 @@ class Stats:
         self.bytes_out = 0
         self.tls_versions: Counter[str] = Counter()
         self.ciphers: Counter[str] = Counter()
+        self.alpn: Counter[str] = Counter()  # the protocol ALPN chose per handshake ("none": the client offered none)
         self.statuses: Counter[int] = Counter()
 
     def count_request(self, status: int, bytes_in: int, bytes_out: int) -> None:
@@ -111,6 +112,7 @@ class Stats:
                 "bytes_out": self.bytes_out,
                 "tls_versions": dict(self.tls_versions),
                 "ciphers": dict(self.ciphers),
+                "alpn": dict(self.alpn),
                 "statuses": {str(k): v for k, v in self.statuses.items()},
             }
 
@@ -378,6 +380,7 @@ class ProxyServer:
                 self.stats.handshakes_full += 1
             self.stats.tls_versions[conn.tls_version] += 1
             self.stats.ciphers[conn.tls_cipher] += 1
+            self.stats.alpn[conn.alpn or "none"] += 1
 
     # ------------------------------------------------------------------ stopping
     def close_listeners(self) -> None:

@@ -61,9 +61,24 @@ def test_status_json_counts_what_happened(pki, proxy_with_admin):
     assert status["requests_total"] == 3
     assert status["handshakes_full"] == 1
     assert status["tls_versions"] == {"TLSv1.3": 1}
+    assert status["alpn"] == {"none": 1}  # tls_connect offers no ALPN
     assert status["connections_active"] >= 1
     assert [b["requests"] for b in status["pools"][0]["backends"]] == [2, 1]
     assert status["listeners"][0]["mode"] == "terminate"
+
+
+def test_status_json_says_what_alpn_chose(pki, proxy_with_admin):
+    """curl offers h2 and http/1.1 (ALPN, RFC 7301): h2 when the listener offers it, http/1.1 when asked."""
+    proxy = proxy_with_admin
+    for flag in ("--http2", "--http2", "--http1.1"):
+        result = subprocess.run([require_tool("curl"), "-sS", flag, "--cacert", str(pki.ca), "-o", "/dev/null",
+                                 "--resolve", f"{WWW}:{proxy.port}:127.0.0.1", f"https://{WWW}:{proxy.port}/"],
+                                capture_output=True, text=True, timeout=20)
+        assert result.returncode == 0, result.stderr
+    host, port = proxy.admin.httpd.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    conn.request("GET", "/status.json")
+    assert json.loads(conn.getresponse().read())["alpn"] == {"h2": 2, "http/1.1": 1}
 
 
 def test_admin_listener_is_separate_and_on_loopback(proxy_with_admin):
