@@ -21,6 +21,8 @@ What changes, and what does not::
       client_keep_alive, backend_reusable, ...)   backends.py non-blocking connect and TLS to
     proxy.lifecycle (connection states)                        backends; the idle pool
     proxy.routing, proxy.balancer, proxy.errors   session.py  the exchange driven by events
+    proxy.h2 (the downgrade; H2Server: streams,   h2session.py HTTP/2: one H2Server, a
+      stream errors, windows, GOAWAY)                          session.py exchange per stream
     proxy.tls.clienthello, passthrough's log      tunnel.py   passthrough: SNI, then the splice
     proxy.policy, proxy.modes.forward's shared    forward.py  absolute-form and CONNECT; DNS in
       decisions (authorize, the log line, ...)                worker threads; CONNECT's splice
@@ -29,7 +31,7 @@ What changes, and what does not::
                                                               connection limit, shutdown
 
 A student compares them file to file: ``engine.py`` with ``proxy/server.py`` and
-``proxy/acceptors.py``, ``session.py`` with ``proxy/modes/terminate.py``, ``stream.py`` with
+``proxy/acceptors.py``, ``session.py`` with ``proxy/modes/terminate.py``, ``h2session.py`` with ``proxy/modes/h2.py``, ``stream.py`` with
 ``proxy/transport.py``, ``backends.py`` with ``proxy/pool.py``, ``forward.py`` with
 ``proxy/modes/forward.py``.
 
@@ -38,7 +40,8 @@ nginx runs workers); a callback that blocks stops every connection; and the code
 longer reads top to bottom like the protocol, which is why ``proxy.exchange`` carries
 the phases: both engines walk the same table.
 
-Every mode is served here (``proxy.config.EVENTLOOP_MODES``).  Passthrough is ``tunnel.py``
+Every mode is served here (``proxy.config.EVENTLOOP_MODES``), HTTP/1.1 and HTTP/2 (ALPN h2)
+on the client leg; only the forward proxy's interception is the threaded engine's so far.  Passthrough is ``tunnel.py``
 (SNI routing, then a splice with half-close); the forward proxy is ``forward.py``
 (absolute-form through the same exchange, CONNECT through the same splice, names
 resolved by worker threads so that a slow lookup stops no other connection).
