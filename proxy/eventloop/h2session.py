@@ -42,20 +42,19 @@ from __future__ import annotations
 
 import time
 
-import h2.exceptions
 from h2.errors import ErrorCodes
 
 from proxy import exchange as rules
 from proxy import http1
-from proxy.errors import ClientGone, ProxyError, RequestTimeout, UpstreamError
+from proxy.errors import ClientGone, UpstreamError
 from proxy.eventloop.loop import Clock
 from proxy.eventloop.session import HIGH_WATER, LoopExchange
 from proxy.eventloop.stream import Stream
 from proxy.exchange import Phase, Recovery, Step, failure_of
 from proxy.h2.connection import STREAM_BUFFER, H2Server, H2Stream
 from proxy.h2.response import response_fields, trailer_fields
+from proxy.modes.h2 import log_refused, receive
 from proxy.http1.framing import BodyKind
-from proxy.lifecycle import ConnEvent, ConnState
 
 OPEN, CLOSING, CLOSED = "open", "closing", "closed"
 
@@ -104,7 +103,8 @@ class H2Session:
         self.proto = "https"
         self.hsts = rules.hsts_for(self.server.config.hsts, proto="https")
         self.timeouts = self.server.timeouts
-        self.core = H2Server(self.server.limits, hsts=self.hsts, new_stream=H2LoopStream, refused=self.refused)
+        self.core = H2Server(self.server.limits, hsts=self.hsts, new_stream=H2LoopStream,
+                             refused=lambda error: log_refused(self.server, conn, error))
         self.state = OPEN
         self.busy = self.again = False  # progress() is running; it must run once more
         self.idle_since = time.monotonic()
@@ -123,17 +123,10 @@ class H2Session:
     def client_data(self, data: bytes) -> None:
         if self.state is not OPEN:
             return
-        if self.conn.state is ConnState.IDLE:  # the first frame: the connection forwards from now on
-            self.conn.life.go(ConnEvent.BYTES)
-            self.conn.life.go(ConnEvent.REQUEST)
-        try:
-            ready = self.core.receive(data)
-        except h2.exceptions.ProtocolError as error:
-            self.server.access_log.write(f"{self.conn.client} HTTP/2 connection error: {error} "
-                                         f"{self.conn.tls_summary()}")
-            self.flush()  # h2 has queued its GOAWAY
+        ready = receive(self.server, self.conn, self.core, data)  # proxy.modes.h2's, shared
+        if ready is None:
+            self.flush()  # h2's GOAWAY
             return self.close_after_sending()
-        self.conn.requests = self.core.requests
         for stream in ready:
             stream.exchange = H2LoopExchange(self, stream)
             stream.exchange.start()
@@ -149,10 +142,6 @@ class H2Session:
     def client_error(self, error: Exception) -> None:
         if self.state is not CLOSED:
             self.close()
-
-    def refused(self, error: ProxyError) -> None:
-        self.server.access_log.write(rules.error_line(self.conn.client, error, self.conn.tls_summary()))
-        self.server.stats.statuses[error.status] += 1
 
     # ------------------------------------------------------------------ to the client
     def progress(self) -> None:
@@ -385,24 +374,8 @@ class H2LoopExchange(LoopExchange):
         self.session.stream_done(stream)
 
     # ------------------------------------------------------------------ timeouts
-    def client_deadlines(self) -> list[float]:
-        """The stream's side: its window must open again (``send``), its body must keep coming (``body_read``)."""
-        deadlines = []
+    def client_clocks(self) -> tuple[int, float, float]:
+        """LoopExchange's client deadlines, measured on the stream: bytes its window holds back, when
+        some last left, when its request DATA last came."""
         stream = self.stream
-        if stream.buffered:
-            deadlines.append(stream.last_sent + self.timeouts.send)
-        if self.link is not None and self.phase.phase is Phase.SEND_REQUEST and not self.client_paused:
-            deadlines.append(stream.last_body + self.timeouts.body_read)
-        return deadlines
-
-    def client_expired(self, now: float) -> bool:
-        timeouts, stream = self.timeouts, self.stream
-        if stream.buffered and stream.last_sent + timeouts.send <= now:
-            self.fail(ClientGone(f"the client's flow-control window stayed shut for {timeouts.send:g}s"))
-            return True
-        if self.link is not None and self.phase.phase is Phase.SEND_REQUEST and not self.client_paused \
-                and stream.last_body + timeouts.body_read <= now:
-            self.fail(RequestTimeout(f"request body stalled for {timeouts.body_read:g}s"))
-            return True
-        return False
-
+        return stream.buffered, stream.last_sent, stream.last_body

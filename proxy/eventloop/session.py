@@ -615,23 +615,32 @@ class LoopExchange:
             deadlines.append(link.stream.last_read + timeouts.backend_read)
         return min(deadlines) if deadlines else None
 
+    def client_clocks(self) -> tuple[int, float, float]:
+        """The client's side, measured: bytes it has not taken yet, when it last took some, when its body last came.
+
+        (An HTTP/2 stream measures its own: ``proxy.eventloop.h2session``.)"""
+        client = self.client
+        return client.buffered, client.last_progress, client.last_read
+
     def client_deadlines(self) -> list[float]:
-        """The client's side: it must keep taking bytes (nginx send_timeout) and keep sending the body."""
+        """The client must keep taking bytes (nginx send_timeout) and keep sending the body (body_read)."""
         deadlines = []
-        if self.client.buffered:
-            deadlines.append(self.client.last_progress + self.timeouts.send)
+        unsent, last_progress, last_body = self.client_clocks()
+        if unsent:
+            deadlines.append(last_progress + self.timeouts.send)
         if self.link is not None and self.phase.phase is Phase.SEND_REQUEST and not self.client_paused:
-            deadlines.append(self.client.last_read + self.timeouts.body_read)
+            deadlines.append(last_body + self.timeouts.body_read)
         return deadlines
 
     def client_expired(self, now: float) -> bool:
         """Fail the exchange if one of ``client_deadlines`` passed; True if it did."""
-        timeouts, client = self.timeouts, self.client
-        if client.buffered and client.last_progress + timeouts.send <= now:
+        timeouts = self.timeouts
+        unsent, last_progress, last_body = self.client_clocks()
+        if unsent and last_progress + timeouts.send <= now:
             self.fail(ClientGone(f"the client took no bytes for {timeouts.send:g}s"))
             return True
         if self.link is not None and self.phase.phase is Phase.SEND_REQUEST and not self.client_paused \
-                and client.last_read + timeouts.body_read <= now:
+                and last_body + timeouts.body_read <= now:
             self.fail(RequestTimeout(f"request body stalled for {timeouts.body_read:g}s"))
             return True
         return False

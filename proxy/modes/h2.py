@@ -87,6 +87,32 @@ def handle(server, conn) -> None:
     H2ConnectionHandler(server, conn).run()
 
 
+# The connection's side of one read and of a refusal: the same in both engines
+# (proxy.eventloop.h2session calls these too).
+def receive(server, conn, core: H2Server, data: bytes) -> list[H2Stream] | None:
+    """``data`` through the ``H2Server``: the streams to serve, or None after a connection error.
+
+    The first frame makes the connection FORWARDING (``proxy.lifecycle``): from then on it
+    ends itself with a GOAWAY instead of being cut at shutdown.  A connection error is
+    logged; h2 has queued its GOAWAY, which the caller flushes before closing."""
+    if conn.state is ConnState.IDLE:
+        conn.life.go(ConnEvent.BYTES)
+        conn.life.go(ConnEvent.REQUEST)
+    try:
+        ready = core.receive(data)
+    except h2.exceptions.ProtocolError as error:
+        server.access_log.write(f"{conn.client} HTTP/2 connection error: {error} {conn.tls_summary()}")
+        return None
+    conn.requests = core.requests
+    return ready
+
+
+def log_refused(server, conn, error: ProxyError) -> None:
+    """A request refused at its head or mid-body (``H2Server.refuse``): the log line and the count."""
+    server.access_log.write(rules.error_line(conn.client, error, conn.tls_summary()))
+    server.stats.statuses[error.status] += 1
+
+
 class Stream(H2Stream):
     """One request stream: its protocol state (``H2Stream``), and what its worker and the connection thread share."""
 
@@ -149,7 +175,8 @@ class H2ConnectionHandler:
         self.hsts = rules.hsts_for(server.config.hsts, proto="https")
         self.timeouts = server.timeouts
         self.limits = server.limits
-        self.core = H2Server(self.limits, hsts=self.hsts, new_stream=Stream, refused=self.refused)
+        self.core = H2Server(self.limits, hsts=self.hsts, new_stream=Stream,
+                             refused=lambda error: log_refused(server, conn, error))
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()  # (stream, kind, payload) from workers
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_w.setblocking(False)
@@ -200,24 +227,13 @@ class H2ConnectionHandler:
         if not data:
             return False
         self.received += len(data)
-        if self.conn.state is ConnState.IDLE:
-            self.conn.life.go(ConnEvent.BYTES)
-            self.conn.life.go(ConnEvent.REQUEST)
-        try:
-            ready = self.core.receive(data)
-        except h2.exceptions.ProtocolError as error:
-            self.server.access_log.write(f"{self.conn.client} HTTP/2 connection error: {error} "
-                                         f"{self.conn.tls_summary()}")
-            self.flush()  # h2 has queued its GOAWAY
+        ready = receive(self.server, self.conn, self.core, data)
+        if ready is None:
+            self.flush()  # h2's GOAWAY
             return False
-        self.conn.requests = self.core.requests
         for stream in ready:
             self.workers.submit(self.serve_stream, stream)
         return not self.core.client_left
-
-    def refused(self, error: ProxyError) -> None:
-        self.server.access_log.write(rules.error_line(self.conn.client, error, self.conn.tls_summary()))
-        self.server.stats.statuses[error.status] += 1
 
     # ------------------------------------------------------------------ what workers asked for
     def post(self, stream: Stream, kind: str, payload=None) -> None:
