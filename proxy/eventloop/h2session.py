@@ -48,7 +48,7 @@ from proxy import exchange as rules
 from proxy import http1
 from proxy.errors import ClientGone, UpstreamError
 from proxy.eventloop.loop import Clock
-from proxy.eventloop.session import HIGH_WATER, LoopExchange
+from proxy.eventloop.session import CLOSED, CLOSING, HIGH_WATER, HTTPSession, LoopExchange
 from proxy.eventloop.stream import Stream
 from proxy.exchange import Phase, Recovery, Step, failure_of
 from proxy.h2.connection import STREAM_BUFFER, H2Server, H2Stream
@@ -56,7 +56,7 @@ from proxy.h2.response import response_fields, trailer_fields
 from proxy.modes.h2 import log_refused, receive
 from proxy.http1.framing import BodyKind
 
-OPEN, CLOSING, CLOSED = "open", "closing", "closed"
+OPEN = "open"  # then CLOSING and CLOSED, HTTPSession's
 
 
 class H2LoopStream(H2Stream):
@@ -200,12 +200,7 @@ class H2Session:
         self.server.stats.count_request(status, 0, 0)
 
     # ------------------------------------------------------------------ closing
-    def close_after_sending(self) -> None:
-        self.state = CLOSING
-        self.client.pause_reading()
-        if not self.client.buffered:
-            return self.close()
-        self.clock.check()
+    close_after_sending = HTTPSession.close_after_sending  # the same rule: what is queued leaves first
 
     def cut(self) -> None:
         """Graceful shutdown's end: close now."""
@@ -297,13 +292,11 @@ class H2LoopExchange(LoopExchange):
             self.core.acknowledge(stream, flow_length)  # consumed: the client may send more
         self.session.progress()
 
-    def client_data(self) -> None:
-        if self.phase.phase is Phase.SEND_REQUEST and self.link is not None and not self.request_done:
-            self.pump_request()
+    # client_data is LoopExchange's: new DATA on the stream is pumped while the request is being sent
 
     def backend_drained(self) -> None:
         if self.client_paused and self.phase.phase is Phase.SEND_REQUEST:
-            self.client_paused = False
+            self.client_paused = False  # acknowledging again opens the client's window (no socket to resume)
             self.pump_request()
 
     # ------------------------------------------------------------------ AWAIT_RESPONSE, RESPOND
