@@ -221,6 +221,9 @@ class Config:
     forward_policy: ForwardPolicy = field(default_factory=ForwardPolicy)  # [forward]: see proxy.policy
     intercept: Interception | None = None  # [forward] intercept_ca: CONNECT decrypted (lab only)
     engine: str = "threaded"  # [proxy] engine: "threaded" or "eventloop" (ENGINES)
+    # [proxy] handshake_threads: the event loop runs each TLS handshake step in one of this many
+    # worker threads (0: in the loop, as an nginx worker does); see proxy.eventloop.engine.Handshake
+    handshake_threads: int = 0
     hsts: str | None = None  # [proxy] hsts: Strict-Transport-Security on TLS listeners (see parse_hsts); off by default
     extra: dict[str, Any] = field(default_factory=dict)  # sections other modules own
 
@@ -386,7 +389,8 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
     proxy_table = data.get("proxy", {})
     forward_table = dict(data.get("forward", {}))  # the interception keys are ours, the rest the policy's
     intercept_table, origin_ca = forward_table.pop("intercept_ca", None), forward_table.pop("origin_ca", None)
-    _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace", "engine", "hsts"}, f"{where}: proxy")
+    _reject_unknown(proxy_table, {"access_log", "keylog", "backend_keylog", "trace", "engine", "hsts",
+                                  "handshake_threads"}, f"{where}: proxy")
     config = Config(
         listeners=tuple(listeners),
         pools=tuple(pools),
@@ -398,6 +402,7 @@ def from_table(data: dict[str, Any], *, base_dir: str = ".", where: str = "confi
         backend_keylog=resolve(proxy_table.get("backend_keylog")),
         trace=bool(proxy_table.get("trace", False)),
         engine=proxy_table.get("engine", "threaded"),
+        handshake_threads=proxy_table.get("handshake_threads", 0),
         hsts=proxy_table.get("hsts"),
         forward_policy=ForwardPolicy.from_table(forward_table, where=f"{where}: forward"),
         intercept=_interception(intercept_table, origin_ca, resolve, f"{where}: forward"),
@@ -520,6 +525,11 @@ def validate(config: Config) -> Config:
         raise ConfigError("no listener: give --listen HOST:PORT or a [[listeners]] table")
     if config.engine not in ENGINES:
         raise ConfigError(f"unknown engine {config.engine!r} (one of {', '.join(ENGINES)})")
+    if not isinstance(config.handshake_threads, int) or not 0 <= config.handshake_threads <= 64:
+        raise ConfigError(f"[proxy] handshake_threads must be a whole number from 0 to 64, got {config.handshake_threads!r}")
+    if config.handshake_threads and config.engine != "eventloop":
+        raise ConfigError("[proxy] handshake_threads is for engine eventloop (the threaded engine's handshakes "
+                          "already run in their connection threads)")
     if config.engine == "eventloop":
         for listener in config.listeners:
             if listener.mode not in EVENTLOOP_MODES:

@@ -566,6 +566,10 @@ def configure_cli(parser) -> None:
                              "proxy/modes/terminate.py). eventloop: one thread, non-blocking sockets and TLS, "
                              "selectors (epoll) and a timer heap; the same exchange phases driven by readiness "
                              "events (proxy/eventloop/); every mode. Overrides [proxy] engine")
+    parser.add_argument("--handshake-threads", type=int, metavar="N", default=None,
+                        help="eventloop only: run each TLS handshake step (the key exchange and signature) in one "
+                             "of N worker threads, so handshakes use every core while the loop serves requests "
+                             "(default 0: in the loop, as an nginx worker does). Overrides [proxy] handshake_threads")
 
 
 class _RuleAction(argparse.Action):
@@ -601,7 +605,8 @@ def config_from_args(args) -> cfg.Config:
     intercept = cfg.Interception(*intercept_ca, origin_ca=getattr(args, "backend_ca", None)) if intercept_ca else None
     if args.config:
         config = cfg.load(args.config)
-        overrides = {key: value for key, value in (("engine", engine), ("hsts", hsts), ("intercept", intercept))
+        overrides = {key: value for key, value in (("engine", engine), ("hsts", hsts), ("intercept", intercept),
+                                                   ("handshake_threads", getattr(args, "handshake_threads", None)))
                      if value is not None}
         if getattr(args, "alpn", None):
             alpn = cfg.parse_alpn(args.alpn, where="--alpn")
@@ -621,7 +626,7 @@ def config_from_args(args) -> cfg.Config:
         forward_policy=forward_policy_from_args(args),
         admin=cfg.parse_address(args.admin, what="admin address") if args.admin else None,
         engine=engine or "threaded", hsts=hsts, redirect_from=redirect_from, intercept=intercept,
-        alpn=getattr(args, "alpn", None),
+        alpn=getattr(args, "alpn", None), handshake_threads=getattr(args, "handshake_threads", None) or 0,
     )
 
 

@@ -465,7 +465,10 @@ def run_engine(engine: str, settings: argparse.Namespace, pki: DemoPKI, workdir:
         children.append(origin.start())
         origin.wait_ready()
         config = proxy_config(workdir / f"{engine}.toml", pki, origin.port, settings)
-        proxy = proxy_child(f"{engine}-proxy", logdir, ["--config", str(config), "--engine", engine])
+        flags = ["--config", str(config), "--engine", engine]
+        if engine == "eventloop" and settings.handshake_threads:
+            flags += ["--handshake-threads", str(settings.handshake_threads)]  # handshake steps in worker threads
+        proxy = proxy_child(f"{engine}-proxy", logdir, flags)
         children.append(proxy.start())
         proxy.wait_ready()
         context = client_context(ca=str(pki.ca), min_version="1.3")
@@ -590,6 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the proxy's Timeouts.header_read (default 10, the proxy's)")
     parser.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
                         help="the proxy's Timeouts.handshake (default 10, the proxy's)")
+    parser.add_argument("--handshake-threads", type=int, default=0, metavar="N",
+                        help="the event loop runs TLS handshake steps in N worker threads ([proxy] "
+                             "handshake_threads; default 0: in the loop)")
     parser.add_argument("--out", metavar="FILE.json", help="also write every number as JSON")
     parser.add_argument("--workdir", metavar="DIR", help="certificates, configs and logs (default: a temporary dir)")
     # The swarm child (this module again, in its own process):
@@ -616,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_file_limit()  # before the children start: they inherit it
     somaxconn = Path("/proc/sys/net/core/somaxconn").read_text().strip()
     settings = {k: getattr(args, k) for k in ("slow", "seconds", "baseline", "rate", "normal", "request_timeout",
-                                              "ramp_timeout", "max_connections", "header_timeout", "handshake_timeout")}
+                                              "ramp_timeout", "max_connections", "header_timeout", "handshake_timeout",
+                                              "handshake_threads")}
     run = {"settings": {**settings, "somaxconn": int(somaxconn), "nofile": nofile}, "engines": {}}
     engines = ENGINES if args.engine == "both" else (args.engine,)
     with tempfile.TemporaryDirectory(prefix="slowclients-") as scratch:

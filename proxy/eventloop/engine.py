@@ -46,6 +46,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from proxy.eventloop.backends import LoopPool
 from proxy.eventloop.forward import ForwardSession, Resolver
@@ -88,12 +89,23 @@ class Listener:
 
 
 class Handshake:
-    """The client leg's TLS handshake, one readiness event at a time."""
+    """The client leg's TLS handshake, one readiness event at a time.
+
+    Each step is one non-blocking ``do_handshake()``: it does what the bytes that arrived
+    allow (the crypto: key exchange, signature) and says what it waits for next.  With
+    ``handshake_threads`` the step runs in a worker thread instead of the loop's: CPython
+    releases the GIL inside ``SSL_do_handshake``, so the handshakes of a reconnection wave
+    use every core while the loop goes on serving requests.  A worker only ever *computes*:
+    the socket is non-blocking, the loop stops watching it while a step is out, and no
+    worker ever waits for the network, so a client that stalls its handshake holds no thread
+    (unlike the threaded engine, where it holds its connection thread until the timeout)."""
 
     def __init__(self, engine: "EventLoopEngine", conn, context: ssl.SSLContext) -> None:
         self.engine = engine
         self.conn = conn
         self.started = time.perf_counter()
+        self.stepping = False  # a worker is running a step: nobody else touches the socket
+        self.ended: BaseException | None = None  # failed (timeout, shutdown) while a step was out
         conn.life.go(ConnEvent.TLS)
         conn.sock.setblocking(False)
         conn.sock = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
@@ -101,15 +113,39 @@ class Handshake:
         self.timer = engine.loop.call_later(timeout, lambda: self.failed(TimeoutError("handshake timed out")))
 
     def handle_events(self, mask: int = 0) -> None:
-        loop, sock = self.engine.loop, self.conn.sock
+        workers = self.engine.handshake_workers
+        if workers is None:
+            return self.stepped(self.step())
+        self.engine.loop.watch(self.conn.sock, 0, self)
+        self.stepping = True
+        workers.submit(self.step_in_worker)
+
+    def step(self):
+        """One ``do_handshake()``: None when done, READ or WRITE for what it waits for, or the error."""
         try:
-            sock.do_handshake()
+            self.conn.sock.do_handshake()
         except ssl.SSLWantReadError:
-            return loop.watch(sock, READ, self)
+            return READ
         except ssl.SSLWantWriteError:
-            return loop.watch(sock, WRITE, self)
+            return WRITE
         except (ssl.SSLError, OSError) as error:
-            return self.failed(error)
+            return error
+        return None
+
+    def step_in_worker(self) -> None:
+        result = self.step()
+        self.engine.loop.call_soon_threadsafe(lambda: self.stepped(result))
+
+    def stepped(self, result) -> None:
+        """Back in the loop's thread: wait for the next flight, fail, or hand the connection on."""
+        self.stepping = False
+        if self.ended is not None:  # the timer or the shutdown came while the step was out
+            return self.failed(self.ended)
+        loop, sock = self.engine.loop, self.conn.sock
+        if result is READ or result is WRITE:
+            return loop.watch(sock, result, self)
+        if result is not None:
+            return self.failed(result)
         self.timer.cancel()
         loop.forget(sock)  # the Stream registers it again, with its own interest
         self.engine.handshakes.discard(self)
@@ -117,6 +153,9 @@ class Handshake:
         self.engine.serve(self.conn)
 
     def failed(self, error: BaseException) -> None:
+        if self.stepping:  # never close a socket a worker is using: its descriptor could be reused
+            self.ended = error
+            return
         self.timer.cancel()
         self.engine.server._handshake_failed(self.conn, error)
         self.engine.loop.forget(self.conn.sock)
@@ -135,6 +174,8 @@ class EventLoopEngine:
         self.listeners: list[Listener] = []
         self.sessions: set[HTTPSession] = set()
         self.handshakes: set[Handshake] = set()
+        threads = server.config.handshake_threads
+        self.handshake_workers = ThreadPoolExecutor(threads, thread_name_prefix="handshake") if threads else None
         self.active = 0
         self.listening = False
         self.deadline: float | None = None  # of the graceful shutdown
@@ -225,6 +266,8 @@ class EventLoopEngine:
         if self.loop.thread is not None:
             self.loop.thread.join(grace + 2.0)
         self.resolver.close()  # lookups still running finish in their threads; their answers are dropped
+        if self.handshake_workers is not None:
+            self.handshake_workers.shutdown(wait=False)  # a step is CPU only: the ones still queued end at once
 
     def _begin_shutdown(self, grace: float) -> None:
         self.deadline = time.monotonic() + grace
