@@ -48,7 +48,7 @@ import h2.exceptions
 from h2.config import H2Configuration
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from proxy import exchange as rules
 from proxy import http1
@@ -61,14 +61,32 @@ STREAM_BUFFER = 256 * 1024  # response bytes a stream may queue ahead of the cli
 
 
 class _H2Connection(h2.connection.H2Connection):
-    """h2, with its own content-length accounting left to ``BodyCounter``.
+    """h2, with two of its connection errors made the stream errors RFC 9113 asks for.
 
-    h2 checks content-length against DATA on its own and, when they disagree, ends the
-    whole *connection* (GOAWAY); RFC 9113 §8.1.1 asks for a *stream* error, which
-    ``BodyCounter`` raises here.  So each new stream's ``_initialize_content_length`` (a
-    private hook of h2 4.x) is switched off; without it (another h2 version) h2's own
-    check stays, which is stricter, never looser.
+    * **content-length against DATA.**  h2 checks it on its own and, when they disagree,
+      ends the whole *connection* (GOAWAY); RFC 9113 §8.1.1 asks for a *stream* error,
+      which ``BodyCounter`` raises here.  So each new stream's
+      ``_initialize_content_length`` (a private hook of h2 4.x) is switched off; without it
+      (another h2 version) h2's own check stays, which is stricter, never looser.
+    * **One stream over SETTINGS_MAX_CONCURRENT_STREAMS.**  h2 raises
+      ``TooManyStreamsError``, a connection error; RFC 9113 §5.1.2 says an endpoint "MUST
+      treat this as a stream error (Section 5.4.2) of type PROTOCOL_ERROR or
+      REFUSED_STREAM", and REFUSED_STREAM tells the client the request was not processed
+      and may be retried (§8.7).  A client can do it innocently: it may open streams
+      before it has read the server's first SETTINGS.  The field block is decoded all the
+      same, or HPACK's dynamic table would fall out of step with the client's (§4.3).
     """
+
+    def _receive_headers_frame(self, frame):
+        sid = frame.stream_id
+        if sid not in self.streams and sid > self.highest_inbound_stream_id and sid % 2 == 1 \
+                and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams:
+            h2.connection._decode_headers(self.decoder, frame.data)  # keep HPACK in step (private helper of h2 4.x)
+            self.highest_inbound_stream_id = sid  # the stream is used up: later frames on it meet a closed stream
+            refusal = RstStreamFrame(sid)
+            refusal.error_code = ErrorCodes.REFUSED_STREAM
+            return [refusal], []
+        return super()._receive_headers_frame(frame)
 
     def _begin_new_stream(self, stream_id, allowed_ids):
         stream = super()._begin_new_stream(stream_id, allowed_ids)

@@ -394,3 +394,25 @@ def test_an_idle_connection_gets_goaway_and_is_closed(pki, origin, h2_proxy):
         client.close()
     goaway = next(f for f in frames if isinstance(f, GoAwayFrame))
     assert goaway.error_code == ErrorCodes.NO_ERROR and goaway.last_stream_id == sid
+
+
+def test_a_stream_over_max_concurrent_streams_is_refused_not_the_connection(pki, origin, h2_proxy):
+    """RFC 9113 §5.1.2: a stream error (REFUSED_STREAM, retryable: §8.7), not h2's connection error.
+    The client opens three streams before it has read the proxy's SETTINGS (which allow two)."""
+    import proxy.config as cfg
+
+    proxy = h2_proxy(origin.url, limits=cfg.Limits(max_concurrent_streams=2))
+    client = H2Client(proxy.port, pki)  # has sent its preface, read nothing yet: no limit known
+    try:
+        first, second, third = (client.request(f"/delay/0.3?n={n}") for n in range(3))
+        client.wait(first, second, third)
+        assert client.streams[third]["reset"] == ErrorCodes.REFUSED_STREAM
+        assert client.goaway is None  # the connection lives
+        for sid in (first, second):
+            assert client.streams[sid]["ended"] and client.streams[sid]["headers"][b":status"] == b"200"
+        again = client.request("/again")  # HPACK still in step: the refused block was decoded
+        client.wait(again)
+        assert json.loads(client.streams[again]["data"])["path"] == "/again"
+    finally:
+        client.close()
+    assert len(origin.raw_requests) == 3  # two of the three, and the one after: never the refused one
