@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-The proxy serves HTTP/2 on the client leg when its listener offers ``h2`` in ALPN
-(``proxy/modes/h2.py``; ``tlsproxy serve --alpn h2,http/1.1``).  To *see* HTTP/2, a
+The proxy serves HTTP/2 on the client leg whenever ALPN chooses ``h2``, which a terminate
+listener offers by default, before ``http/1.1`` (``ListenerConfig.alpn`` in
+``proxy/config.py``; ``tlsproxy serve --alpn http/1.1`` turns HTTP/2 off), on both engines
+(``proxy/modes/h2.py``, ``proxy/eventloop/h2session.py``, around the one sans-IO
+``proxy.h2.connection.H2Server``).  To *see* HTTP/2, a
 notebook needs a client that shows what curl hides: the stream ids, the frames the
 server sent (its SETTINGS, RST_STREAM, GOAWAY), the order in which streams finished,
 and the freedom to send header blocks no well-behaved client would (the downgrade
@@ -16,17 +19,26 @@ over a real TLS socket whose context comes from ``proxy.tls.contexts``::
         client.wait(*sids)
         client.streams[sids[0]].status, client.finished   # per-stream results, completion order
         client.server_settings()                     # the server's first SETTINGS frame, decoded
-        client.frames                                # every frame received (hyperframe objects)
+        client.frames                                # every frame received (course.capture.h2frames.Frame)
 
 Outbound validation is off (``validate_outbound_headers=False``,
 ``normalize_outbound_headers=False``): the client sends the header block exactly as
 given, uppercase names, CR LF and all, so the *server* has to refuse it.  ``data``
 sends DATA frames of chosen lengths whatever content-length says (H2.CL).
 
-``h2_proxy(lab, name, pools=...)`` starts a ``Playground`` proxy whose listener offers
-the given ALPN list (``Playground.proxy`` has no ALPN option); it is stopped with the
-playground.  ``nginx_h2(...)`` runs nginx with ``listen ... ssl http2`` in front of an
-origin (``course.nginx.terminate_conf``), for the same requests.  ``curl_alpn`` runs
+**One frame parser.**  The frames the client lists are split by
+``course.capture.h2frames.split_frames``, the parser the capture runs on decrypted
+bytes: the client keeps every byte the server sent (one direction from its start, the
+input ``split_frames`` expects) and splits them when ``frames`` is read, with a fresh
+HPACK decoder, so header blocks are decoded in order even when a read ends inside a
+frame.  Keeping the bytes is fine for the notebook's small connections; a client that
+downloads megabytes would keep them all.
+
+``h2_proxy(lab, name, pools=..., alpn=..., engine=...)`` starts a ``Playground`` proxy
+whose listener offers the given ALPN list (the proxy's default unless told), on the given
+engine (``Playground.proxy`` has neither option); it is stopped with the playground.
+``nginx_h2(...)`` runs nginx with ``listen ... ssl http2`` in front of an origin
+(``course.nginx.terminate_conf``), for the same requests.  ``curl_alpn`` runs
 ``curl --http2 -v`` and keeps the lines in which curl reports ALPN.
 
 ``naive_h1_head`` is the mistake ``proxy/h2/downgrade.py`` exists to prevent: an
@@ -42,7 +54,6 @@ import dataclasses
 import http.client
 import importlib.util
 import json
-import re
 import socket
 import ssl
 import subprocess
@@ -56,10 +67,9 @@ import h2.config
 import h2.connection
 import h2.events
 from h2.errors import ErrorCodes
-from h2.settings import SettingCodes
-from hyperframe.frame import Frame, SettingsFrame
 
 from course.bench.setups import REPO, free_port
+from course.capture.h2frames import Frame, settings, split_frames
 from course.nginx import NginxProcess, terminate_conf
 from course.playground import LogLines, Playground, Proxy
 from proxy import config as cfg
@@ -68,7 +78,6 @@ from proxy.tls.contexts import client_context
 
 Address = tuple[str, int]
 Fields = Sequence[tuple[bytes, bytes]]
-FRAME_HEADER = 9  # RFC 9113 §4.1: length (24 bits), type, flags, R + stream identifier (31 bits)
 
 
 @dataclass
@@ -123,10 +132,10 @@ class H2Client:
             normalize_outbound_headers=False, validate_inbound_headers=False))
         self.streams: dict[int, StreamResult] = {}
         self.finished: list[int] = []  # stream ids in the order they ended or were reset
-        self.frames: list[Frame] = []  # every frame received, in order
+        self.received = bytearray()  # every byte the server sent after the handshake, in order
+        self._split: tuple[int, list[Frame]] = (0, [])  # (bytes split, their frames): split again only when more came
         self.goaway: h2.events.ConnectionTerminated | None = None
-        self.sent_bytes = self.received_bytes = 0
-        self._buffer = b""
+        self.sent_bytes = 0
         if self.alpn == "h2":
             self.h2.initiate_connection()  # the preface and our SETTINGS (RFC 9113 §3.4)
             self.flush()
@@ -180,22 +189,22 @@ class H2Client:
             return False
         if not data:
             return False
-        self.received_bytes += len(data)
-        self._keep_frames(data)
+        self.received += data
         for event in self.h2.receive_data(data):
             self._apply(event)
         self.flush()
         return True
 
-    def _keep_frames(self, data: bytes) -> None:
-        self._buffer += data
-        while len(self._buffer) >= FRAME_HEADER:
-            frame, length = Frame.parse_frame_header(memoryview(self._buffer[:FRAME_HEADER]))
-            if len(self._buffer) < FRAME_HEADER + length:
-                return
-            frame.parse_body(memoryview(self._buffer[FRAME_HEADER:FRAME_HEADER + length]))
-            self.frames.append(frame)
-            self._buffer = self._buffer[FRAME_HEADER + length:]
+    @property
+    def received_bytes(self) -> int:
+        return len(self.received)
+
+    @property
+    def frames(self) -> list[Frame]:
+        """Every complete frame received, in order (``course.capture.h2frames.split_frames``)."""
+        if self._split[0] != len(self.received):
+            self._split = (len(self.received), split_frames(bytes(self.received)))
+        return self._split[1]
 
     def _apply(self, event) -> None:
         state = self.streams.get(getattr(event, "stream_id", None) or 0)
@@ -218,8 +227,8 @@ class H2Client:
     def server_settings(self) -> dict[str, int]:
         """The server's first SETTINGS frame (not an ACK), by setting name (RFC 9113 §6.5.2)."""
         for frame in self.frames:
-            if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
-                return {_setting_name(code): value for code, value in frame.settings.items()}
+            if frame.type == "SETTINGS" and "ACK" not in frame.flags:
+                return dict(settings(frame.payload))
         raise LookupError("no SETTINGS frame from the server yet (call wait() or read_once() first)")
 
     def frame_summary(self, stream_id: int | None = None) -> list[str]:
@@ -228,7 +237,7 @@ class H2Client:
         for frame in self.frames:
             if stream_id is None or frame.stream_id == stream_id:
                 flags = ",".join(sorted(frame.flags)) or "-"
-                rows.append(f"{frame_type(frame)} stream={frame.stream_id} {flags}")
+                rows.append(f"{frame.type} stream={frame.stream_id} {flags}")
         return rows
 
     def close(self) -> None:
@@ -245,26 +254,16 @@ class H2Client:
         self.close()
 
 
-def frame_type(frame: Frame) -> str:
-    """The frame type as RFC 9113 §6 spells it: ``RstStreamFrame`` -> ``RST_STREAM``, ``GoAwayFrame`` -> ``GOAWAY``."""
-    name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(frame).__name__.removesuffix("Frame")).upper()
-    return {"GO_AWAY": "GOAWAY"}.get(name, name)
-
-
-def _setting_name(code: int) -> str:
-    try:
-        return SettingCodes(code).name
-    except ValueError:
-        return f"0x{code:x}"
-
-
 # --------------------------------------------------------------------------- the servers
 def h2_proxy(lab: Playground, name: str, *, pools: dict[str, Sequence],
-             alpn: Sequence[str] = ("h2", "http/1.1"), limits: cfg.Limits | None = None) -> Proxy:
-    """A terminate proxy of ``lab`` whose listener offers ``alpn`` (threaded engine), in front of ``pools``.
+             alpn: Sequence[str] = cfg.DEFAULT_ALPN, engine: str = "threaded",
+             limits: cfg.Limits | None = None) -> Proxy:
+    """A terminate proxy of ``lab`` whose listener offers ``alpn`` on ``engine``, in front of ``pools``.
 
     The same configuration ``lab.proxy(name, pools=pools)`` makes, with the listener's ALPN
-    list replaced (what ``--alpn h2,http/1.1`` or TOML ``alpn`` sets); stopped by ``lab.stop()``."""
+    list (what ``--alpn`` or TOML ``alpn`` sets; the proxy's default, ``h2`` then ``http/1.1``,
+    unless given) and the engine (``--engine``, TOML ``[proxy] engine``) set; stopped by
+    ``lab.stop()``."""
     old = lab.proxies.pop(name, None)
     if old is not None:
         old.stop()
@@ -272,7 +271,7 @@ def h2_proxy(lab: Playground, name: str, *, pools: dict[str, Sequence],
                               strategy="round_robin", health=None, backend_tls=None, timeouts=None,
                               forward_policy=None)
     listener = dataclasses.replace(config.listeners[0], alpn=tuple(alpn))
-    config = cfg.validate(dataclasses.replace(config, listeners=(listener,), engine="threaded",
+    config = cfg.validate(dataclasses.replace(config, listeners=(listener,), engine=engine,
                                               **({"limits": limits} if limits is not None else {})))
     server = ProxyServer(config).bind()
     log = LogLines()
@@ -344,9 +343,11 @@ def h1_one_connection(address: Address, server_name: str, paths: Sequence[str], 
 def downgrade_vectors(*roots: str | Path) -> dict:
     """``tests/vectors/h2_downgrade.py``'s ``H2_VECTORS`` by id: the test table itself, imported, not copied.
 
-    Looked for under ``roots``, then the repository this package runs from, then the folder
-    above the current one (a notebook runs in ``notebooks/``).  LookupError if it is in none."""
-    candidates = [Path(r) for r in roots] + [REPO, Path.cwd().parent]
+    Looked for under ``roots``, then the folder above the current one (a notebook runs in
+    ``notebooks/``: in the repository that is the repository, in a student handout the
+    handout, which carries the file, see ``lab/handout.py``), then the repository this
+    package runs from.  LookupError if it is in none."""
+    candidates = [Path(r) for r in roots] + [Path.cwd().parent, REPO]
     for root in candidates:
         path = root / "tests" / "vectors" / "h2_downgrade.py"
         if path.is_file():

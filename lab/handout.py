@@ -15,6 +15,7 @@ handout is that folder::
       notebooks/           the numbered notebooks, outputs cleared
       captures/            the bundled captures (course/data/example-capture): pcaps + key logs
       tests/fixtures/clienthello/   the real ClientHellos exercise 5's checker reads
+      tests/vectors/h2_downgrade.py the HTTP/2 downgrade vectors notebook 9 replays
 
 What is copied is a list of (source, destination, glob) rules, ``INCLUDED``; what
 must never be copied is a list of paths, ``WITHHELD`` (the reference solutions, the
@@ -60,6 +61,11 @@ INCLUDED: tuple[Rule, ...] = (
     Rule("notebooks", "notebooks", ("[0-9]*.ipynb",)),
     Rule("course/data/example-capture", "captures", ("*",)),
     Rule("tests/fixtures/clienthello", "tests/fixtures/clienthello", ("*.bin", "README.md")),
+    # Notebook 9 replays the repository's own downgrade table rather than a copy of it
+    # (course.h2lab.downgrade_vectors loads tests/vectors/h2_downgrade.py by path, from the
+    # folder above notebooks/). The file is data and imports only dataclasses; the loader
+    # needs no tests/__init__.py, and none is copied: the handout has no test suite.
+    Rule("tests/vectors", "tests/vectors", ("h2_downgrade.py",)),
 )
 
 # Never in a handout, whatever INCLUDED says (paths relative to the handout or the repo).

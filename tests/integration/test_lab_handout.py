@@ -85,6 +85,25 @@ def test_a_checker_runs_inside_the_handout_against_the_untouched_starter(handout
     assert "0 of 12 checks pass. Next: step 1 of the README." in result.stdout
 
 
+def test_notebook_9_finds_the_downgrade_vectors_inside_the_handout(handout):
+    """Step 4's cell (``VECTORS = downgrade_vectors()``), run where Jupyter runs it, the handout's
+    notebooks/ folder, loads the handout's copy of tests/vectors/h2_downgrade.py, the whole table."""
+    from tests.vectors.h2_downgrade import H2_VECTORS
+
+    notebook = next((handout / "notebooks").glob("09-*.ipynb"))
+    cells = ["".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"] if cell["cell_type"] == "code"]
+    assert any("VECTORS = downgrade_vectors()" in cell for cell in cells), "the cell this test replays changed"
+    script = ("import sys\nfrom course.h2lab import downgrade_vectors\nVECTORS = downgrade_vectors()\n"
+              "print(sys.modules['h2_downgrade_vectors'].__file__)\nprint(' '.join(VECTORS))")
+    result = run_in(handout / "notebooks", "-c", script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded, ids = result.stdout.splitlines()
+    assert Path(loaded).resolve() == (handout / "tests" / "vectors" / "h2_downgrade.py").resolve()
+    assert ids.split() == [vector.id for vector in H2_VECTORS]
+    assert (handout / "tests" / "vectors" / "h2_downgrade.py").read_bytes() == \
+        (REPO / "tests" / "vectors" / "h2_downgrade.py").read_bytes()
+
+
 def test_a_solved_exercise_passes_inside_the_handout(handout, tmp_path):
     """The exercise-5 checker reads its fixtures from the handout; a solution there passes."""
     result = run_in(handout, "-m", "lab.check", "5", "--file", str(EXERCISES[5].solution_file))
