@@ -147,11 +147,22 @@ def write_metadata(directory: Path, metadata: dict) -> CaptureBundle:
 
 
 # --------------------------------------------------------------------------- the examples
-def example_name(setup: str = "terminate", tls: str | None = "1.3", resumed: bool = False) -> str:
-    """The directory name of an example capture: ``terminate-tls13``, ``direct-http``, ..."""
+def example_name(setup: str = "terminate", tls: str | None = "1.3", resumed: bool = False, *,
+                 hrr: bool = False, http2: bool = False, rtt_ms: float = 0.0) -> str:
+    """The directory name of an example capture: ``terminate-tls13``, ``direct-http``,
+    ``terminate-tls13-hrr-rtt40``, ...: the setup, its TLS version, then the flags it was made
+    with, in the order ``tlsproxy capture`` records them (--resumed, --hrr, --http2, --rtt MS)."""
     if setup == "direct-http":
         return setup
-    return f"{setup}-tls{(tls or '1.3').replace('.', '')}" + ("-resumed" if resumed else "")
+    return (f"{setup}-tls{(tls or '1.3').replace('.', '')}" + ("-resumed" if resumed else "")
+            + ("-hrr" if hrr else "") + ("-http2" if http2 else "") + (f"-rtt{rtt_ms:g}" if rtt_ms else ""))
+
+
+def traits(bundle: CaptureBundle) -> dict:
+    """What a capture was made with, as ``example_name`` and ``load_example`` take it."""
+    meta = bundle.metadata
+    return {"setup": bundle.setup, "tls": bundle.tls, "resumed": bundle.resumed, "hrr": bool(meta.get("hrr")),
+            "http2": bool(meta.get("http2")), "rtt_ms": meta.get("rtt_ms") or 0.0}
 
 
 def list_examples() -> list[str]:
@@ -160,13 +171,46 @@ def list_examples() -> list[str]:
     return sorted(p.name for p in EXAMPLES.iterdir() if (p / METADATA).exists())
 
 
-def load_example(setup: str = "terminate", tls: str | None = "1.3", resumed: bool = False) -> CaptureBundle:
+def load_example(setup: str = "terminate", tls: str | None = "1.3", resumed: bool = False, *,
+                 hrr: bool = False, http2: bool = False, rtt_ms: float = 0.0) -> CaptureBundle:
     """The bundled example capture closest to what was asked for.
 
-    Exactly that setup, TLS version and resumption if it is shipped; else the same setup
-    with TLS 1.3; else the terminate example.  ``bundle.title`` says which one it is.
-    """
-    for name in (example_name(setup, tls, resumed), example_name(setup), example_name()):
-        if (EXAMPLES / name / METADATA).exists():
-            return CaptureBundle(EXAMPLES / name)
-    raise FileNotFoundError(f"no example captures in {EXAMPLES} (the package data is missing)")
+    Among the examples of that setup (else of terminate): the one with that TLS version, then
+    resumption, then HelloRetryRequest, then HTTP/2, then an added round-trip time (any, then
+    that one), each weighing more than all that follow.  ``bundle.title`` says which one it is,
+    ``example_differences`` what it lacks of what was asked for."""
+    examples = [CaptureBundle(EXAMPLES / name) for name in list_examples()]
+    examples = [bundle for bundle in examples if "setup" in bundle.metadata]     # not the forward-secrecy lesson
+    candidates = ([b for b in examples if b.setup == setup] or [b for b in examples if b.setup == "terminate"])
+    if not candidates:
+        raise FileNotFoundError(f"no example captures in {EXAMPLES} (the package data is missing)")
+
+    def likeness(bundle: CaptureBundle) -> tuple[bool, ...]:
+        has = traits(bundle)
+        return (has["tls"] == tls, has["resumed"] == resumed, has["hrr"] == hrr, has["http2"] == http2,
+                bool(has["rtt_ms"]) == bool(rtt_ms), has["rtt_ms"] == rtt_ms)
+
+    return max(candidates, key=likeness)      # the first of equals, in name order
+
+
+def example_differences(bundle: CaptureBundle, setup: str = "terminate", tls: str | None = "1.3",
+                        resumed: bool = False, *, hrr: bool = False, http2: bool = False, rtt_ms: float = 0.0,
+                        backend_rtt_ms: float = 0.0) -> list[str]:
+    """How ``bundle`` differs from what was asked for, each to follow "it has": ``["no HTTP/2 on
+    the client leg", "an added RTT of 40 ms"]``; empty if it is what was asked for."""
+    has = traits(bundle)
+    found = [f"the setup {has['setup']} instead of {setup}"] if has["setup"] != setup else []
+    if has["tls"] and tls and has["tls"] != tls:
+        found.append(f"TLS {has['tls']} instead of {tls}")
+    found += [("no " if asked else "") + words for asked, present, words in (
+        (resumed, has["resumed"], "resumed connection" if resumed else "a resumed second connection"),
+        (hrr, has["hrr"], "HelloRetryRequest" if hrr else "a HelloRetryRequest"),
+        (http2, has["http2"], "HTTP/2 on the client leg")) if asked != present]
+    if rtt_ms != has["rtt_ms"]:
+        found.append("no added RTT" if not has["rtt_ms"] else f"an added RTT of {has['rtt_ms']:g} ms"
+                     + (f" instead of {rtt_ms:g}" if rtt_ms else ""))
+    backend = bundle.metadata.get("backend_rtt_ms") or 0.0
+    if backend_rtt_ms != backend:
+        found.append("no added backend RTT" if not backend else f"an added backend RTT of {backend:g} ms"
+                     + (f" instead of {backend_rtt_ms:g}" if backend_rtt_ms else ""))
+    return found

@@ -15,14 +15,17 @@ Theory of operation
 2. ``analyse`` reads a bundle, from this run or from anywhere: decrypts each leg with
    scapy, with our own key schedule and with tshark and checks they agree
    (``decrypt.py``), draws the ladder diagram (``ladder.py``), computes who sees what
-   (``whosees.py``) and writes ``summary.txt``.
+   (``whosees.py``), counts the round trips through a delay line (``format_round_trips``)
+   and writes ``summary.txt``.
 3. ``--http2`` (terminate and re-encrypt): the proxy offers ALPN ``h2,http/1.1`` and the
    lab client speaks HTTP/2 (``h2client.py``); the summary lists the client leg's frames
    beside the HTTP/1.1 request the origin got (``h2view.py``).
 
 When this machine cannot capture (not root, no CAP_NET_RAW, no libpcap), the command
-says why in one line and analyses the bundled example capture instead, so the rest of
-the lesson still works.  Output directory after a run::
+says why in one line and analyses the bundled example capture closest to the flags given
+instead (``bundle.load_example``; there are ``--rtt 40``, ``--hrr --rtt 40`` and ``--http2``
+ones), naming what it lacks of them, so the rest of the lesson still works.  Output
+directory after a run::
 
     client-leg.pcap  backend-leg.pcap  keys.log  keys/  client.json  server-cert.pem
     metadata.json  logs/  ladder.png  ladder.svg  summary.txt
@@ -43,7 +46,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.capture.bundle import CaptureBundle, load_example, merge_key_logs, write_metadata
+from course.capture.bundle import CaptureBundle, example_differences, load_example, merge_key_logs, write_metadata
 from course.capture.client import Markers
 from course.capture.setups import INTERCEPT_CA, SETUPS, Lab, Loopback, available_setups
 from course.capture.sniff import capture_available
@@ -203,6 +206,7 @@ def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: li
     for leg, check in decryptions.items():
         lines += [f"== {leg} leg ({' <-> '.join(bundle.legs[leg].ends)}, {bundle.legs[leg].pcap.name})",
                   check.format(), ""]
+    lines += format_round_trips(bundle)
     if h2view.is_http2_bundle(bundle, decryptions):
         lines += [h2view.format_http2(bundle, decryptions), ""]
     lines += ["== who sees what (computed from the captured bytes and each party's key log)", table.format(), ""]
@@ -214,6 +218,49 @@ def format_summary(bundle: CaptureBundle, decryptions: dict, table, pictures: li
     if pictures:
         lines.append("ladder diagram: " + ", ".join(p.name for p in pictures))
     return "\n".join(lines) + "\n"
+
+
+# The capture's clock and the delay line's differ by well under a millisecond: a wait shorter
+# than one RTT by more than this is not a round trip (tests/integration/test_rtt_capture.py's SLACK).
+WAIT_SLACK_MS = 3.0
+
+
+def format_round_trips(bundle: CaptureBundle) -> list[str]:
+    """Through a delay line on the client leg: when the first ClientHello, a HelloRetryRequest,
+    the ServerHello and the lab client's request (a POST) were captured, and the round trips
+    between the ClientHello and the request, counted as *waits* (the captured end heard from the
+    other at least one RTT after it last sent; the machines' own work lengthens a wait, it cannot
+    make one).  TLS 1.3 needs one (RFC 8446 §2), a HelloRetryRequest one more (§4.1.4), TLS 1.2
+    two (RFC 5246 §7.3)."""
+    leg = bundle.metadata.get("legs", {}).get("client", {})
+    rtt = leg.get("delay_ms")
+    if not rtt or not bundle.tls:
+        return []
+    from course.capture.ladder import ladder_arrows
+
+    arrows = [a for a in ladder_arrows(bundle) if a.leg == "client" and a.connection == 1]
+    client, near = arrows[0].source, leg.get("captured_at", leg["ends"][0])      # the SYN's sender; the captured end
+    first = {name: next((a for a in arrows if test(a)), None) for name, test in (
+        ("ClientHello", lambda a: a.source == client and "ClientHello" in a.label),
+        ("HelloRetryRequest", lambda a: "HelloRetryRequest" in a.label),
+        ("ServerHello", lambda a: a.source != client and a.label.startswith("ServerHello")),
+        ("request", lambda a: a.source == client and "POST " in a.label))}
+    hello, request = first["ClientHello"], first["request"]
+    if hello is None or request is None:
+        return []
+    waits, last_sent = 0, hello.time if near == client else None
+    for arrow in arrows[arrows.index(hello) + 1:arrows.index(request) + 1]:
+        if arrow.source == near:
+            last_sent = arrow.time
+        elif last_sent is not None and (arrow.time - last_sent) * 1000 >= rtt - WAIT_SLACK_MS:
+            waits, last_sent = waits + 1, None                  # one wait per flight
+    since_syn = ", ".join(f"{name} {(a.time - arrows[0].time) * 1000:.1f}" for name, a in first.items() if a)
+    elapsed = (request.time - hello.time) * 1000
+    return [f"== round trips on the client leg (a delay line of {rtt:g} ms RTT, captured at the {near}'s end)",
+            f"  ms after the SYN: {since_syn}",
+            f"  the request left {elapsed:.1f} ms = {elapsed / rtt:.2f} RTT after the first ClientHello: "
+            f"{waits} round trip{'s' if waits != 1 else ''} of TLS (waits of at least one RTT), "
+            "the rest the machines' own work", ""]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -288,11 +335,13 @@ def run_cli(args: argparse.Namespace) -> int:
         if reason is None and args.setup not in available_setups():
             reason = f"setup {args.setup} is not implemented yet (proxy/modes/{SETUPS[args.setup].mode}.py)"
         if reason:
-            example = load_example(args.setup, args.tls, args.resumed)
-            unmet = (" (it has no added RTT, no HelloRetryRequest and no HTTP/2)"
-                     if rtt or backend_rtt or args.hrr or args.http2 else "")
+            asked = dict(hrr=args.hrr, http2=args.http2, rtt_ms=args.rtt)
+            example = load_example(args.setup, args.tls, args.resumed, **asked)
+            unmet = example_differences(example, args.setup, args.tls, args.resumed, **asked,
+                                        backend_rtt_ms=args.backend_rtt)
+            unmet = ", ".join(unmet[:-1]) + " and " + unmet[-1] if len(unmet) > 1 else "".join(unmet)
             print(f"tlsproxy capture: {reason}; analysing the bundled example capture "
-                  f"({example.title}) instead{unmet}.", file=sys.stderr)
+                  f"({example.title}) instead{f' (it has {unmet})' if unmet else ''}.", file=sys.stderr)
             bundle = example.copy_to(out)
         else:
             command = shlex.join(["tlsproxy", "capture", *sys.argv[2:]]) if len(sys.argv) > 2 else None

@@ -30,7 +30,7 @@ import pytest
 pytest.importorskip("scapy")
 
 from course.capture.ladder import ladder_arrows  # noqa: E402
-from course.capture.run import capture_setup  # noqa: E402
+from course.capture.run import capture_setup, format_round_trips  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.tools import require_live_capture, require_tool  # noqa: E402
 
@@ -132,6 +132,7 @@ def test_tls12_needs_two_round_trips(tls12):
     elapsed = hello_to_request(frames)
     assert 2 * RTT - SLACK <= elapsed < 2 * RTT + STUCK, f"{elapsed * 1000:.1f} ms"
     assert waits(frames) == 2
+    assert ": 2 round trips of TLS" in "\n".join(format_round_trips(tls12))      # the summary counts the same
 
 
 @pytest.mark.root
@@ -143,6 +144,7 @@ def test_a_hello_retry_request_costs_one_more_round_trip(hrr):
     elapsed = hello_to_request(frames)
     assert 2 * RTT - SLACK <= elapsed < 2 * RTT + STUCK, f"{elapsed * 1000:.1f} ms"
     assert waits(frames) == 2
+    assert ": 2 round trips of TLS" in "\n".join(format_round_trips(hrr))
 
 
 @pytest.mark.root

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("scapy")
 
 from course.capture import decrypt  # noqa: E402
-from course.capture.bundle import list_examples, load_example  # noqa: E402
+from course.capture.bundle import EXAMPLES, CaptureBundle, list_examples, load_example  # noqa: E402
 from course.capture.dissect import dissect_all, split_http_prefix  # noqa: E402
 from course.capture.secrecy import analyse_lesson, example_lesson  # noqa: E402
 from tests.tools import require_tool  # noqa: E402
@@ -26,9 +26,7 @@ def sent_requests(bundle):
 @pytest.mark.parametrize("name", [n for n in list_examples() if n != "forward-secrecy"])
 def test_every_example_decrypts_three_ways_to_what_the_client_sent(name):
     require_tool("tshark")
-    setup, _, rest = name.partition("-tls")
-    bundle = load_example(setup, f"{rest[0]}.{rest[1]}" if rest else None, resumed=rest.endswith("resumed"))
-    assert bundle.directory.name == name
+    bundle = CaptureBundle(EXAMPLES / name)
     leg = bundle.legs["client"]
     check = decrypt.cross_check(leg.pcap, bundle.keys_log, [leg.server_port])
     assert not any(result.error for result in check.results.values())

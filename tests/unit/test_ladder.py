@@ -6,12 +6,14 @@ The example captures in course/data/example-capture were made with ``tlsproxy ca
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("scapy")
 pytest.importorskip("matplotlib")
 
-from course.capture.bundle import load_example  # noqa: E402
+from course.capture.bundle import CaptureBundle, load_example  # noqa: E402
 from course.capture.dissect import RecordView  # noqa: E402
 from course.capture.ladder import (  # noqa: E402
     Arrow,
@@ -23,6 +25,9 @@ from course.capture.ladder import (  # noqa: E402
     rows,
     segment_kind,
 )
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def flow(arrows, leg, connection=1):
@@ -158,7 +163,7 @@ def test_the_rst_is_explained_by_the_close_notify_that_reached_a_closed_socket()
 
 
 def test_a_fin_sent_twice_is_marked_as_a_retransmission():
-    arrows = ladder_arrows(load_example("terminate", "1.2"))
+    arrows = ladder_arrows(CaptureBundle(FIXTURES / "capture-fin-retransmitted"))   # see its README.md
     fins = [a for a in arrows if a.leg == "client" and a.source == "client" and a.label.startswith("FIN")]
     assert [a.label for a in fins] == ["FIN", "FIN (retransmitted)"]
     assert fins[1].retransmitted and not fins[0].retransmitted
@@ -170,7 +175,7 @@ def test_the_caption_says_where_the_request_went_among_the_tickets():
     full = " ".join(notes(ladder_arrows(load_example("terminate", "1.3"))))
     assert "the request left after them." in full          # this capture: after both tickets
     resumed = " ".join(notes(ladder_arrows(load_example("terminate", "1.3", resumed=True))))
-    assert "between them on client connection 1" in resumed and "after it on client connection 2" in resumed
+    assert "before them on client connection 1" in resumed and "before it on client connection 2" in resumed
     assert not any("cross" in line for line in notes(ladder_arrows(load_example("terminate", "1.2"))))
 
 
