@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 Neither our load generator nor ``wrk`` speaks HTTP/2, so the HTTP/2 row
 (``keepalive-1k-h2`` in ``course.bench.workloads``) is driven by ``h2load``
-(Debian package ``nghttp2-client``).  It runs against the two bench variants that
-offer ``h2`` in ALPN (``course.bench.variants``): setup 3's proxy on the threaded
-engine with ``--alpn h2,http/1.1`` (``proxy/modes/h2.py``), and nginx with HTTP/2 on
-its listener (``course.nginx.terminate_conf(..., http2=True)``)::
+(Debian package ``nghttp2-client``).  It runs against the three bench variants that
+offer ``h2`` in ALPN (``course.bench.variants``): setup 3's proxy with ``--alpn
+h2,http/1.1`` on the threaded engine (``proxy/modes/h2.py``) and on the event loop
+(``proxy/eventloop/h2session.py``), and nginx with HTTP/2 on its listener
+(``course.nginx.terminate_conf(..., http2=True)``)::
 
     h2load -c CONNS -m STREAMS -D SECONDS ══TLS 1.3, ALPN h2══▶ proxy or nginx ──HTTP/1.1──▶ origin
            CONNS connections, each with up to STREAMS requests in flight
@@ -18,10 +19,12 @@ exits, h2load's own from ``wait4``; its connection set-ups fall inside the windo
 It is bounded in count by ``-n`` and in time by a timer that kills a hung h2load.
 Count, not ``-D``: when ``-D`` runs out, h2load closes its connections with streams
 still in flight, and the server sees those streams reset, which is a different
-workload (and, in tlsproxy today, one that ejects the backend: see the xfail test in
-tests/integration/test_h2_real_clients.py).  ``requests_for`` sizes each cell from
+workload (one that, before the fix tested by
+tests/integration/test_h2_real_clients.py::test_a_client_resetting_its_stream_does_not_eject_the_backend,
+ejected the threaded engine's backend).  ``requests_for`` sizes each cell from
 the rate the same setup reached in its previous cell, so that a cell lasts about
-``--duration``; a setup's first cell asks ``FIRST_CELL_PER_STREAM`` requests per
+``--duration``; a setup's first cell, which the runner does not record
+(``course.bench.runner.size_h2load_cells``), asks ``FIRST_CELL_PER_STREAM`` requests per
 stream.  No cell asks more than ``Limits.max_requests_per_connection`` per connection:
 both servers end a connection with GOAWAY there (nginx's ``keepalive_requests``,
 which the export sets to it, governs HTTP/2 since 1.19.7), and h2load does not

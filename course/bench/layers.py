@@ -33,6 +33,13 @@ its own, with perf sampling, so its totals sit a little above the benchmark tabl
 The concurrency sweep (``course.bench.sweep``) asks for the event-loop variant too,
 driven by wrk at 16 connections: the two engines' columns side by side show where the
 thread-per-connection design spends what the event loop does not (the scheduler row).
+
+The HTTP/2 row (``keepalive-1k-h2``) is driven by h2load, which ends when each connection
+has made its ``max_requests_per_connection`` (nginx's ``keepalive_requests``: h2load does
+not reconnect after the GOAWAY), about a second against nginx.  So the sampled window is
+filled with h2load cells run back to back (``drive_h2load``, bounded in count), and the
+CPU per request is that of all of them together; its three columns are the threaded
+engine, the event loop and nginx, each offering h2 (``course.bench.variants``).
 """
 
 from __future__ import annotations
@@ -47,13 +54,17 @@ from pathlib import Path
 
 from dataclasses import replace
 
+from course.bench.h2load import requests_for, run_h2load_cell
 from course.bench.measure import run_cell, run_wrk_cell
 from course.bench.setups import SetupLauncher, instance_key
-from course.bench.variants import EVENTLOOP
+from course.bench.variants import EVENTLOOP, H2, H2_EVENTLOOP, NGINX_H2
 from course.bench.workloads import BY_NAME, NGINX
 
 # The column each setup's proxy process gets in the table.
-COLUMNS = {"terminate": "tlsproxy", EVENTLOOP: "tlsproxy eventloop", NGINX: "nginx"}
+COLUMNS = {"terminate": "tlsproxy", EVENTLOOP: "tlsproxy eventloop", NGINX: "nginx",
+           H2: "tlsproxy h2", H2_EVENTLOOP: "tlsproxy h2 eventloop", NGINX_H2: "nginx h2"}
+H2_SETUPS = (H2, H2_EVENTLOOP, NGINX_H2)  # the HTTP/2 row's columns
+MAX_H2LOAD_CELLS = 50  # drive_h2load's bound: cells of at least one request per stream slot each
 
 LAYERS = ("code", "openssl", "scheduler", "kernel", "libc", "other")
 LAYER_TITLES = {
@@ -135,6 +146,8 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
     launcher = SetupLauncher(pki, perf_dir)
     keys = [instance_key(setup, workload.cert) for setup in setups]
     client = f"wrk -c{wrk_connections}" if wrk_connections else "loadgen"
+    if workload.http2_streams:
+        client = f"h2load -c{workload.concurrency} -m{workload.http2_streams}, cells back to back"
     result: dict = {"workload": workload_name, "seconds": seconds, "client": client, "implementations": {}}
     print(f"bench: sampling {', '.join(COLUMNS[s] for s in setups)} with perf under {workload_name} ({client}), "
           f"{seconds:g}s each", file=sys.stderr)
@@ -153,7 +166,9 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            if wrk_connections:
+            if workload.http2_streams:
+                measured = drive_h2load(target, workload, sampler)
+            elif wrk_connections:
                 measured = run_wrk_cell(target, replace(workload, concurrency=wrk_connections),
                                         duration=warmup + seconds + 1.0, threads=min(2, wrk_connections))
             else:
@@ -162,7 +177,8 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
             sampler.join()
             done = recorded.get("done")
             if done is None or done.returncode != 0 or not data.exists():
-                reason = (done.stderr.strip().splitlines() or ["no output"])[-1] if done else "did not run"
+                reason = ((done.stderr.strip().splitlines() or [f"exit {done.returncode}, no output"])[-1]
+                          if done else "did not run")
                 return {"error": f"perf record failed: {reason}"}
             shares = parse_report(report(data))
             per_request = measured["cpu_us_per_request"].get("proxy")
@@ -178,6 +194,32 @@ def layer_profile(pki, workdir: Path, *, workload_name: str = "keepalive-1k", se
     return result
 
 
+def drive_h2load(target, workload, sampler: threading.Thread) -> dict:
+    """h2load cells on ``target``, back to back until ``sampler`` (perf) is done: their CPU per request, together."""
+    cells, rate = [], None
+    while (sampler.is_alive() or not cells) and len(cells) < MAX_H2LOAD_CELLS:
+        cell = run_h2load_cell(target, workload, requests=requests_for(workload, 2.0, rate, 10_000_000))
+        rate = cell["requests_per_second"]
+        cells.append(cell)
+    return combine_cells(cells)
+
+
+def combine_cells(cells: list[dict]) -> dict:
+    """Several cells as one: CPU and context switches per request over all their requests."""
+    requests = sum(c["requests"] for c in cells)
+    per_request, switches = {}, {}
+    for name in cells[0]["cpu_us_per_request"]:
+        spent = [c["cpu_us_per_request"].get(name) for c in cells]
+        if requests and None not in spent:
+            per_request[name] = round(sum(us * c["requests"] for us, c in zip(spent, cells)) / requests, 3)
+    for name in cells[0].get("switches_per_request") or {}:
+        counts = [(c.get("switches_per_request") or {}).get(name) for c in cells]
+        if requests and None not in counts:
+            switches[name] = round(sum(n * c["requests"] for n, c in zip(counts, cells)) / requests, 2)
+    return {"requests": requests, "cells": len(cells), "cpu_us_per_request": per_request,
+            "switches_per_request": switches}
+
+
 def _switches(entry: dict) -> str:
     value = entry.get("switches_per_request")
     return "-" if value is None else f"{value:.2f}"
@@ -190,17 +232,17 @@ def format_layers(profile: dict) -> str:
     client = profile.get("client", "loadgen")
     lines = [f"\nwhere the proxy process's CPU goes, by layer ({profile['workload']}, {client}; perf cpu-clock "
              "samples, µs per request and share)",
-             "  " + f"{'layer':<46}" + "".join(f"{name:>20}" for name in names)]
+             "  " + f"{'layer':<46}" + "".join(f"{name:>23}" for name in names)]
     for layer in LAYERS:
         cells = []
         for name in names:
             entry = profile["implementations"][name]
             us, share = entry["us_per_request"].get(layer), entry["shares"].get(layer, 0.0)
             cells.append(f"{(us or 0):>10.1f} µs {share * 100:>4.0f}%")
-        lines.append("  " + f"{LAYER_TITLES[layer]:<46}" + "".join(f"{c:>20}" for c in cells))
-    totals = "".join(f"{(profile['implementations'][n]['cpu_us_per_request'] or 0):>13.1f} µs     " for n in names)
+        lines.append("  " + f"{LAYER_TITLES[layer]:<46}" + "".join(f"{c:>23}" for c in cells))
+    totals = "".join(f"{(profile['implementations'][n]['cpu_us_per_request'] or 0):>16.1f} µs     " for n in names)
     lines.append("  " + f"{'all (this sampled run: perf adds its cost)':<46}" + totals)
-    switches = "".join(f"{_switches(profile['implementations'][n]):>20}" for n in names)
+    switches = "".join(f"{_switches(profile['implementations'][n]):>23}" for n in names)
     lines.append("  " + f"{'context switches per request (voluntary+not)':<46}" + switches)
     lines.append("  (in a VM, waking done under a lock with interrupts off is counted at the lock's release)")
     return "\n".join(lines)

@@ -40,7 +40,7 @@ def format_table(document: dict) -> str:
     for workload, rows in by_workload.items():
         title = BY_NAME[workload].title if workload in BY_NAME else workload
         lines.append(f"\n{workload}: {title}")
-        lines.append(f"  {'setup':<20}{'client':<8}{'req/s':>9}{'MB/s':>8}   CPU µs/request: {'origin':>8}{'proxy':>8}"
+        lines.append(f"  {'setup':<24}{'client':<8}{'req/s':>9}{'MB/s':>8}   CPU µs/request: {'origin':>8}{'proxy':>8}"
                      f"{'system':>8}{'client':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}")
         rows.sort(key=lambda r: (r["client"], order(r["setup"])))
         for r in rows:
@@ -50,7 +50,7 @@ def format_table(document: dict) -> str:
             if "rss_growth_per_connection" in r:
                 extra = f"   RSS +{_fmt(r['rss_growth_per_connection'].get('proxy'), ',.0f')} B/conn (proxy)"
             lines.append(
-                f"  {r['setup']:<20}{r['client']:<8}{_fmt(r['requests_per_second'], ',.0f'):>9}"
+                f"  {r['setup']:<24}{r['client']:<8}{_fmt(r['requests_per_second'], ',.0f'):>9}"
                 f"{_fmt((r['bytes_per_second'] or 0) / 1e6, ',.1f'):>8}   {'':16}{_fmt(cpu.get('origin')):>8}"
                 f"{_fmt(cpu.get('proxy')):>8}{_fmt(r['system_cpu_us_per_request']):>8}{_fmt(cpu.get('client')):>8}"
                 f"{_fmt(_ms(lat.get('p50')), '.2f'):>9}{_fmt(_ms(lat.get('p99')), '.2f'):>9}"
@@ -108,7 +108,7 @@ def _value(row: dict, key: str) -> str:
 
 def format_vs_nginx(document: dict) -> str:
     lines = ["\ntlsproxy vs nginx (1 worker), same run, same machine; CPU of the proxy process per request",
-             f"  {'workload':<26}{'figure':<17}{'tlsproxy':>14}{'nginx (or floor)':>22}{'ratio':>9}{'target':>11}  met"
+             f"  {'workload':<37}{'figure':<17}{'tlsproxy':>14}{'nginx (or floor)':>22}{'ratio':>9}{'target':>11}  met"
              "  rounds"]
     for row in document.get("vs_nginx") or []:
         if row["figure"] == "rss_per_connection":
@@ -124,7 +124,7 @@ def format_vs_nginx(document: dict) -> str:
         met = {True: "yes", False: "NO", None: "-" if row["target"] is not None else ""}[row["met"]]
         spread = row.get("rounds") or []
         spread_text = f"{min(spread):.2f}-{max(spread):.2f}x" if len(spread) > 1 else ""  # one ratio per round
-        lines.append(f"  {row['workload']:<26}{row['figure']:<17}{_value(row, 'proxy'):>14}{reference:>22}"
+        lines.append(f"  {row['workload']:<37}{row['figure']:<17}{_value(row, 'proxy'):>14}{reference:>22}"
                      f"{ratio:>9}{target:>11}  {met:<3}  {spread_text}".rstrip())
     for row in document.get("vs_nginx") or []:
         switches = row.get("switches") or {}

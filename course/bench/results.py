@@ -36,7 +36,7 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from course.bench.variants import H2, NGINX_H2
+from course.bench.variants import H2, H2_OURS, NGINX_H2, engine
 
 # The speed the proxy must reach, from the issue: (workload, figure, comparison, target, what it means).
 TARGETS = (
@@ -48,7 +48,8 @@ TARGETS = (
 )
 INFO_WORKLOADS = ("newconn-resumed", "newconn-rsa", "newconn-tls12", "newconn-tls12-resumed", "newconn-tls12-rsa",
                   "keepalive-1k-tls12", "bulk-20m", "upload-1m")
-H2_WORKLOADS = ("keepalive-1k-h2",)  # no target either: terminate-h2 over nginx-h2 (course.bench.h2load)
+H2_WORKLOADS = ("keepalive-1k-h2",)  # no target either: terminate-h2 and terminate-h2-eventloop, each over
+#                                       nginx-h2 (course.bench.h2load)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -180,7 +181,8 @@ def round_ratios(measurements: list[dict], workload: str, client: str = "loadgen
     on this machine (nginx's own CPU per request moves by a third between runs here).
     ``cpu_ratio`` is CPU per request over nginx's, ``per_core_ratio`` bytes per
     CPU-second over nginx's, ``floor_fraction`` bytes per CPU-second over ``floor``.
-    ``ours`` and ``reference`` name the two setups (the HTTP/2 row: terminate-h2, nginx-h2)."""
+    ``ours`` and ``reference`` name the two setups (the HTTP/2 row: terminate-h2 or
+    terminate-h2-eventloop, and nginx-h2)."""
     by_round: dict[int, dict[str, float]] = defaultdict(dict)
     for m in measurements:
         if m["workload"] == workload and m["client"] == client and m["setup"] in (ours, reference):
@@ -243,13 +245,17 @@ def nginx_ratios(summary: list[dict], floor: dict | None, measurements: list[dic
                          "comparison": None, "target": None, "met": None,
                          "rounds": round_ratios(measurements or [], workload)})
     for workload in H2_WORKLOADS:  # HTTP/2 on the client leg: both sides offer h2, h2load drives them
-        proxy_value, nginx_value, value = _cpu_ratio(summary, workload, "h2load", H2, NGINX_H2)
-        if value is not None:
-            rows.append({"workload": f"{workload} (h2load)", "figure": "cpu_ratio",
-                         "meaning": f"{H2} CPU/request over {NGINX_H2}'s, HTTP/2, h2load as the client",
+        for ours in H2_OURS:  # one row per engine, each over the same nginx cells
+            proxy_value, nginx_value, value = _cpu_ratio(summary, workload, "h2load", ours, NGINX_H2)
+            if value is None:
+                continue
+            label = f"{workload} (h2load)" if ours == H2 else f"{workload} (h2load, {engine(ours)})"
+            rows.append({"workload": label, "setup": ours, "figure": "cpu_ratio",
+                         "meaning": f"{ours} CPU/request over {NGINX_H2}'s, HTTP/2, h2load as the client",
                          "proxy": proxy_value, "reference": nginx_value, "unit": "µs/req", "value": value,
                          "comparison": None, "target": None, "met": None,
-                         "rounds": round_ratios(measurements or [], workload, "h2load", ours=H2, reference=NGINX_H2)})
+                         "rounds": round_ratios(measurements or [], workload, "h2load", ours=ours,
+                                                reference=NGINX_H2)})
     for workload in ("keepalive-1k", "newconn"):  # the same two targets with wrk as the client
         proxy_value, nginx_value, value = _cpu_ratio(summary, workload, "wrk")
         if value is not None:

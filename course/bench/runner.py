@@ -34,9 +34,10 @@ workloads driven by wrk at 1, 4, 16, 64 and 256 connections on the threaded engi
 the event loop and nginx, interleaved (``course.bench.sweep``).
 
 ``--h2`` (on by default in full runs when ``h2load`` is installed) adds the HTTP/2
-variants, ``terminate-h2`` and ``nginx-h2``, and the ``keepalive-1k-h2`` row, which
-only ``h2load`` drives (``course.bench.h2load``), interleaved with the other cells;
-its ratio to nginx is ``terminate-h2`` over ``nginx-h2``, round by round.
+variants, ``terminate-h2`` (threads), ``terminate-h2-eventloop`` (the event loop) and
+``nginx-h2``, and the ``keepalive-1k-h2`` row, which only ``h2load`` drives
+(``course.bench.h2load``), interleaved with the other cells; its ratios to nginx are
+each engine's CPU per request over ``nginx-h2``'s, round by round.
 
 ``--vs-nginx`` prints the proxy-over-nginx ratios with the targets of the issue and
 whether each is met, beside the crypto floor.  ``--profile`` then runs the proxy
@@ -45,7 +46,9 @@ once more under cProfile (every thread) with the keep-alive workload and prints 
 ``--layers`` (on by default with ``--vs-nginx``, when ``perf`` is installed) samples
 tlsproxy and nginx with ``perf`` under the same workload and prints their CPU per
 request by layer: own code, OpenSSL, the kernel's thread switching, the rest of the
-kernel (``course.bench.layers``): why a ratio is what it is.
+kernel (``course.bench.layers``): why a ratio is what it is.  When the run has the
+HTTP/2 row, a second table samples its three columns (threads, event loop, nginx, each
+offering h2) under h2load.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ from pathlib import Path
 from course.bench import offload, results, variants
 from course.bench.h2load import PACKAGE as H2LOAD_PACKAGE, h2load_path, requests_for, run_h2load_cell
 from course.bench.measure import CellFailed, run_cell, run_wrk_cell, wrk_can_drive, wrk_path
-from course.bench.layers import format_layers, layer_profile, perf_path
+from course.bench.layers import H2_SETUPS, format_layers, layer_profile, perf_path
+from course.bench.variants import NGINX_H2
 from course.bench.profiling import format_profile, profile_proxy
 from course.bench.report import format_offload, format_table, format_vs_nginx
 from course.bench.setups import SetupLauncher, instance_key
@@ -70,6 +74,7 @@ from proxy import config as cfg
 from proxy.errors import ConfigError
 
 FORMAT = "tlsproxy-bench/1"
+H2_ROW = "keepalive-1k-h2"  # the HTTP/2 row (course.bench.workloads), which only h2load drives
 IDLE_DURATION = 60.0  # the idle window's bound: opening 1,000 TLS connections takes a few seconds
 
 
@@ -223,7 +228,7 @@ def run_rounds(options: Options, setups: list[str], pki, workdir: Path, document
         if _want_floor(options):
             document["crypto_floor"] = _floor()
         progress = Progress(options.rounds * len(cells))
-        h2_rates: dict[str, float] = {}  # each h2load cell sized from its setup's previous rate
+        h2_rates = size_h2load_cells(options, cells, running)  # each h2load cell sized from its setup's last rate
         for round_number in range(1, options.rounds + 1):
             for workload, setup, client in cells:
                 progress.step(f"round {round_number}/{options.rounds} {workload.name} {setup} ({client})")
@@ -251,6 +256,26 @@ def run_rounds(options: Options, setups: list[str], pki, workdir: Path, document
         progress.finish()
     finally:
         launcher.stop()
+
+
+def size_h2load_cells(options: Options, cells: list[tuple[Workload, str, str]], running: dict) -> dict[str, float]:
+    """One unrecorded h2load cell per HTTP/2 setup before round 1: the rate its first recorded cell is sized from.
+
+    Without it round 1's cells would be ``FIRST_CELL_PER_STREAM`` requests per stream slot,
+    which nginx serves on a few of /proc's clock ticks of CPU (``course.bench.cpu.CLOCK_TICKS``
+    a second): its round-1 figure, and that round's ratios, would be read off a coarse clock."""
+    rates: dict[str, float] = {}
+    for workload, setup, client in cells:
+        if client != "h2load" or setup in rates:
+            continue
+        print(f"bench: sizing {workload.name} on {setup} (h2load, not recorded)", file=sys.stderr)
+        try:
+            m = run_h2load_cell(running[instance_key(setup, workload.cert)], workload, duration=options.duration,
+                                requests=requests_for(workload, options.duration, None, options.max_requests))
+        except CellFailed:
+            continue  # round 1's cell will fail as well, and be recorded as failed
+        rates[setup] = m["requests_per_second"]
+    return rates
 
 
 def run_idle(options: Options, setups: list[str], pki, workdir: Path, document: dict) -> None:
@@ -325,6 +350,10 @@ def run_benchmark(options: Options) -> dict:
     if want_layers(options, setups):
         document["layers"] = layer_profile(pki, workdir, workload_name=options.profile_workload,
                                            seconds=min(options.profile_seconds, 4.0), warmup=options.warmup)
+        h2_columns = h2_layer_setups(options, setups)
+        if h2_columns:  # the HTTP/2 row's three columns, driven by h2load (course.bench.layers.drive_h2load)
+            document["layers_h2"] = layer_profile(pki, workdir, workload_name=H2_ROW, setups=h2_columns,
+                                                  seconds=min(options.profile_seconds, 4.0), warmup=options.warmup)
     document["files"] = {k: str(p) for k, p in results.write(out, document).items()}
     if options.charts:
         from course.bench.charts import draw_all
@@ -340,6 +369,13 @@ def want_layers(options: Options, setups: list[str]) -> bool:
     if options.layers is None:
         return options.vs_nginx and perf_path() is not None
     return options.layers
+
+
+def h2_layer_setups(options: Options, setups: list[str]) -> tuple[str, ...]:
+    """The HTTP/2 columns of the layer table: those of the run, when it ran the HTTP/2 row and nginx-h2."""
+    if H2_ROW not in [w.name for w in select(options.workloads, quick=options.quick)] or NGINX_H2 not in setups:
+        return ()
+    return tuple(s for s in H2_SETUPS if s in setups)
 
 
 # --------------------------------------------------------------------------- command line
@@ -367,8 +403,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
         help="also run setup 3's proxy on the event-loop engine (terminate-eventloop) on keep-alive, new "
              "connection and bulk (default: in full runs)")
     add("--h2", action=argparse.BooleanOptionalAction, default=None,
-        help="also run keep-alive 1 KB over HTTP/2 with h2load against terminate-h2 (--alpn h2,http/1.1) and "
-             "nginx-h2 (default: in full runs, when h2load is installed: apt-get install nghttp2-client)")
+        help="also run keep-alive 1 KB over HTTP/2 with h2load against terminate-h2 (--alpn h2,http/1.1), "
+             "terminate-h2-eventloop (the same on --engine eventloop) and nginx-h2 (default: in full runs, when "
+             "h2load is installed: apt-get install nghttp2-client)")
     add("--sweep", action="store_true",
         help="run only the concurrency sweep: wrk at each of --connections on the threaded engine, the event "
              "loop and nginx (terminate), keep-alive and new connection, interleaved rounds; sweep.png/.svg")
@@ -436,8 +473,9 @@ def run_cli(args: argparse.Namespace) -> int:
         print(format_vs_nginx(document))
     if document.get("profile"):
         print(format_profile(document["profile"]))
-    if document.get("layers"):
-        print(format_layers(document["layers"]))
+    for key in ("layers", "layers_h2"):
+        if document.get(key):
+            print(format_layers(document[key]))
     for failure in document["failures"]:
         print(f"bench: FAILED {failure['workload']} on {failure['setup']} ({failure['client']}, round "
               f"{failure['round']}): {failure['error']}", file=sys.stderr)

@@ -42,13 +42,18 @@ default in full runs) and in the concurrency sweep (``course.bench.sweep``)::
 The third: what does HTTP/2 on the client leg cost?  ``terminate-h2`` is setup 3's
 proxy on the threaded engine (``proxy/modes/h2.py``) offering ``h2`` beside ``http/1.1``
 said outright (``--alpn h2,http/1.1``), so the row means the same whatever
-``proxy.config.DEFAULT_ALPN`` is; ``nginx-h2`` is nginx with HTTP/2 on its listener,
-which nginx leaves off unless told.  Both still speak HTTP/1.1 to the origin.  Only
-h2load drives them (``course.bench.h2load``), on the ``keepalive-1k-h2`` row, with
-``--h2`` (on by default in full runs when h2load is installed)::
+``proxy.config.DEFAULT_ALPN`` is; ``terminate-h2-eventloop`` is the same proxy on the
+event-loop engine (``proxy/eventloop/h2session.py``: every stream's exchange in the
+loop's one thread); ``nginx-h2`` is nginx with HTTP/2 on its listener, which nginx
+leaves off unless told.  All three still speak HTTP/1.1 to the origin.  Only h2load
+drives them (``course.bench.h2load``), on the ``keepalive-1k-h2`` row, with ``--h2``
+(on by default in full runs when h2load is installed); ``--eventloop`` does not
+govern the event-loop one, so the row compares the two engines and nginx in every
+run that has it::
 
-    terminate-h2         h2load ══TLS, h2══▶ proxy, a stream per worker thread ──HTTP/1.1──▶ origin
-    nginx-h2             h2load ══TLS, h2══▶ nginx, 1 worker ───────────────────HTTP/1.1──▶ origin
+    terminate-h2            h2load ══TLS, h2══▶ proxy, a stream per worker thread ──HTTP/1.1──▶ origin
+    terminate-h2-eventloop  h2load ══TLS, h2══▶ proxy, one thread, epoll ───────────HTTP/1.1──▶ origin
+    nginx-h2                h2load ══TLS, h2══▶ nginx, 1 worker ────────────────────HTTP/1.1──▶ origin
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ class Variant:
     name: str
     base: str  # the setup of course.setups, or nginx, whose processes it starts
     summary: str
-    group: str  # the bench option that adds it: "unpooled" (--unpooled) or "eventloop" (--eventloop)
+    group: str  # the bench option that adds it: "unpooled" (--unpooled), "eventloop" (--eventloop), "h2" (--h2)
     backend_keepalive: bool = True  # False: the proxy keeps no idle connection to the origin
     engine: str = "threaded"  # proxy.config.ENGINES: the proxy's engine (--engine)
     alpn: tuple[str, ...] | None = None  # ALPN said outright (--alpn; nginx: http2 on the listener);
@@ -92,6 +97,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(f"{TERMINATE}-h2", TERMINATE,
             "setup 3 offering HTTP/2 to clients (--alpn h2,http/1.1; threaded engine)", "h2",
             alpn=("h2", "http/1.1"), workloads=("keepalive-1k-h2",)),
+    Variant(f"{TERMINATE}-h2-eventloop", TERMINATE,
+            "setup 3 offering HTTP/2 to clients on the event-loop engine (--alpn h2,http/1.1 --engine eventloop)",
+            "h2", engine="eventloop", alpn=("h2", "http/1.1"), workloads=("keepalive-1k-h2",)),
     Variant(f"{NGINX}-h2", NGINX, "nginx with HTTP/2 on its listener", "h2",
             alpn=("h2", "http/1.1"), workloads=("keepalive-1k-h2",)),
 )
@@ -100,7 +108,8 @@ NAMES: tuple[str, ...] = tuple(BY_NAME)
 UNPOOLED = VARIANTS[0].name  # the one the offload decomposition reads
 NGINX_UNPOOLED = VARIANTS[1].name
 EVENTLOOP = VARIANTS[2].name  # the engine comparison (course.bench.sweep)
-H2, NGINX_H2 = VARIANTS[3].name, VARIANTS[4].name  # HTTP/2 to clients, ours and nginx's (course.bench.h2load)
+H2, H2_EVENTLOOP, NGINX_H2 = (v.name for v in VARIANTS[3:6])  # HTTP/2 to clients: ours on each engine, nginx's
+H2_OURS = (H2, H2_EVENTLOOP)  # the h2 row's columns each compared with NGINX_H2 (course.bench.results)
 
 # Every column the benchmark can run, in teaching order: each variant right after its base.
 ORDER: tuple[str, ...] = tuple(name for base in ALL for name in (base, *(v.name for v in VARIANTS if v.base == base)))

@@ -1,8 +1,10 @@
-"""course.bench.h2load and the HTTP/2 row's plan: h2load's output read, cells sized, setups chosen.
+"""course.bench.h2load and the HTTP/2 row's plan: h2load's output read, cells sized, setups chosen,
+ratios to nginx per engine.
 
 The two outputs are h2load 1.52's own, captured on this machine: nginx-h2 answering
 every request, and tlsproxy answering 503 to all of them once a stream reset had
-ejected its only backend (the xfail test in tests/integration/test_h2_real_clients.py).
+ejected its only backend (since fixed: tests/integration/test_h2_real_clients.py,
+test_a_client_resetting_its_stream_does_not_eject_the_backend).
 tests/integration/test_bench_h2.py runs the row for real.
 """
 
@@ -78,12 +80,47 @@ def test_cells_are_sized_from_the_previous_rate_and_bounded():
     assert requests_for(ROW, 0.001, 10.0, 200_000) == slots  # at least one request per stream slot
 
 
-def test_the_row_runs_h2load_alone_on_the_two_h2_variants():
+def test_the_row_runs_h2load_alone_on_the_three_h2_variants():
     options = runner.Options.quick_defaults(workloads=[ROW.name], setups=["terminate", "nginx"], h2=True)
-    cells = runner.plan(options, [*options.setups, variants.H2, variants.NGINX_H2])
-    assert cells == [(ROW, variants.H2, "h2load"), (ROW, variants.NGINX_H2, "h2load")]
+    cells = runner.plan(options, [*options.setups, variants.NGINX_H2, variants.H2_EVENTLOOP, variants.H2])
+    # Threads, the event loop, then nginx, in every round (teaching order, whatever order they came in).
+    assert cells == [(ROW, variants.H2, "h2load"), (ROW, variants.H2_EVENTLOOP, "h2load"),
+                     (ROW, variants.NGINX_H2, "h2load")]
     assert variants.alpn(variants.H2) == ("h2", "http/1.1") and variants.engine(variants.H2) == "threaded"
+    assert variants.alpn(variants.H2_EVENTLOOP) == ("h2", "http/1.1")
+    assert variants.engine(variants.H2_EVENTLOOP) == "eventloop"
     assert variants.alpn("terminate") is None  # the base keeps its own default
+
+
+def test_h2_adds_both_engines_beside_terminate_whatever_eventloop_says(monkeypatch):
+    monkeypatch.setattr(runner, "h2load_path", lambda: "/usr/bin/h2load")  # planned only: nothing is run
+    for eventloop in (False, True):
+        options = runner.Options.quick_defaults(setups=["terminate"], nginx=False, h2=True, eventloop=eventloop)
+        chosen = runner.available_setups(options, [])
+        assert variants.H2 in chosen and variants.H2_EVENTLOOP in chosen
+        assert chosen.index(variants.H2_EVENTLOOP) == chosen.index(variants.H2) + 1
+
+
+def h2_cell(setup: str, round_number: int, proxy_us: float) -> dict:
+    return {"workload": ROW.name, "setup": setup, "client": "h2load", "round": round_number,
+            "cpu_us_per_request": {"proxy": proxy_us}}
+
+
+def test_each_engine_gets_its_own_ratio_to_nginx_per_round():
+    from course.bench import results
+
+    measurements = [h2_cell(variants.H2, 1, 120.0), h2_cell(variants.H2_EVENTLOOP, 1, 60.0),
+                    h2_cell(variants.NGINX_H2, 1, 20.0),
+                    h2_cell(variants.H2, 2, 150.0), h2_cell(variants.H2_EVENTLOOP, 2, 90.0),
+                    h2_cell(variants.NGINX_H2, 2, 30.0)]
+    summary = [{"workload": ROW.name, "setup": s, "client": "h2load", "cpu_us_per_request": {"proxy": us}}
+               for s, us in ((variants.H2, 135.0), (variants.H2_EVENTLOOP, 75.0), (variants.NGINX_H2, 25.0))]
+    rows = {r["setup"]: r for r in results.nginx_ratios(summary, None, measurements) if r.get("setup")}
+    assert rows[variants.H2]["workload"] == f"{ROW.name} (h2load)"
+    assert rows[variants.H2_EVENTLOOP]["workload"] == f"{ROW.name} (h2load, eventloop)"
+    assert rows[variants.H2]["value"] == 5.4 and rows[variants.H2]["rounds"] == [6.0, 5.0]
+    assert rows[variants.H2_EVENTLOOP]["value"] == 3.0 and rows[variants.H2_EVENTLOOP]["rounds"] == [3.0, 3.0]
+    assert rows[variants.H2_EVENTLOOP]["reference"] == rows[variants.H2]["reference"] == 25.0
 
 
 def test_without_h2load_the_row_is_skipped_with_a_reason(monkeypatch, tmp_path):
@@ -99,3 +136,28 @@ def test_the_sweep_refuses_the_http2_row():
 
     with pytest.raises(ConfigError, match="cannot drive 'keepalive-1k-h2' with wrk"):
         sweep.workloads_for([ROW.name])
+
+
+def test_the_layer_table_samples_the_three_h2_columns_only_when_the_row_ran():
+    from course.bench.layers import COLUMNS, H2_SETUPS
+
+    assert H2_SETUPS == (variants.H2, variants.H2_EVENTLOOP, variants.NGINX_H2)
+    assert all(setup in COLUMNS for setup in H2_SETUPS)
+    running = ["terminate", variants.H2, variants.H2_EVENTLOOP, "nginx", variants.NGINX_H2]
+    with_row = runner.Options.quick_defaults(workloads=[ROW.name])
+    assert runner.h2_layer_setups(with_row, running) == H2_SETUPS
+    assert runner.h2_layer_setups(runner.Options.quick_defaults(workloads=["keepalive-1k"]), running) == ()
+    assert runner.h2_layer_setups(with_row, running[:3]) == ()  # no nginx-h2: nothing to set beside
+
+
+def test_back_to_back_cells_are_counted_as_one_over_all_their_requests():
+    from course.bench.layers import combine_cells
+
+    cells = [{"requests": 1000, "cpu_us_per_request": {"proxy": 500.0, "origin": 200.0, "client": 40.0},
+              "switches_per_request": {"proxy": 1.0}},
+             {"requests": 3000, "cpu_us_per_request": {"proxy": 300.0, "origin": 200.0, "client": 20.0},
+              "switches_per_request": {"proxy": 0.2}}]
+    combined = combine_cells(cells)
+    assert combined["requests"] == 4000 and combined["cells"] == 2
+    assert combined["cpu_us_per_request"] == {"proxy": 350.0, "origin": 200.0, "client": 25.0}
+    assert combined["switches_per_request"] == {"proxy": 0.4}

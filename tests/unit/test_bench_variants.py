@@ -15,7 +15,7 @@ import pytest
 from course import setups as project_setups
 from course.bench import runner, serve, variants, workloads
 from course.bench.setups import NginxPlan, SetupLauncher, instance_key
-from course.bench.variants import EVENTLOOP, NGINX_UNPOOLED, UNPOOLED
+from course.bench.variants import EVENTLOOP, H2, H2_EVENTLOOP, NGINX_H2, NGINX_UNPOOLED, UNPOOLED
 from proxy import config as cfg
 from proxy.errors import ConfigError
 from tests.unit.test_setups import copied_names
@@ -121,3 +121,17 @@ def test_the_eventloop_variant_is_terminate_s_proxy_on_the_other_engine(pki, tmp
     assert "--engine" not in threaded.argv
     assert front.argv[:front.argv.index("--engine")] == threaded.argv  # nothing else differs
     assert cfg.ENGINES == ("threaded", "eventloop")
+
+
+def test_the_h2_eventloop_variant_is_terminate_h2_on_the_other_engine(pki, tmp_path):
+    assert variants.base_of(H2_EVENTLOOP) == "terminate" and variants.in_group("h2") == [
+        variants.BY_NAME[name] for name in (H2, H2_EVENTLOOP, NGINX_H2)]
+    order = variants.ORDER
+    assert order.index(H2_EVENTLOOP) == order.index(H2) + 1  # the two engines side by side
+    _, front = launch_plan(pki, tmp_path, H2_EVENTLOOP)
+    _, threaded = launch_plan(pki, tmp_path, H2)
+    assert front.argv[front.argv.index("--engine") + 1] == "eventloop"
+    assert front.argv[front.argv.index("--alpn") + 1] == "h2,http/1.1"
+    assert "--engine" not in threaded.argv
+    engine_flag = front.argv.index("--engine")
+    assert front.argv[:engine_flag] + front.argv[engine_flag + 2:] == threaded.argv  # nothing else differs
