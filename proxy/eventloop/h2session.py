@@ -175,7 +175,11 @@ class H2Session:
             self.flush()
             return self.close_after_sending()
         self.flush()
-        self.clock.check()
+        if self.clock.timer is None or not core.streams:
+            # Only then: each exchange arms the clock for its own waits (LoopExchange), and an
+            # armed timer asks due() again within Clock.TICK; due() walks every stream, and
+            # asking it on every event would cost O(streams) per frame.
+            self.clock.check()
 
     def flush(self) -> None:
         data = self.core.data_to_send()

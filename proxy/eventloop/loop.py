@@ -84,9 +84,14 @@ class Clock:
         self.timer: Timer | None = None
         self.at = float("inf")
 
-    def check(self) -> None:
-        """After a change of state: make sure the timer fires no later than ``due()``."""
-        when = self.due()
+    def check(self, when: float | None = None) -> None:
+        """After a change of state: make sure the timer fires no later than ``due()``.
+
+        ``when`` is a deadline the caller already knows changed (one exchange's ``due()``):
+        the connection's others did not move, so asking ``due()`` for all of them again is
+        not needed (an HTTP/2 connection has one exchange per stream)."""
+        if when is None:
+            when = self.due()
         if when is not None and when < self.at:
             self._arm(when)
 

@@ -367,7 +367,7 @@ class LoopExchange:
             return self.request_sent()
         self.await_body()
         self.pump_request()  # what the client sent with its head
-        self.session.clock.check()
+        self.session.clock.check(self.due())
 
     def await_body(self) -> None:
         """The head is with the backend; the body may come (RFC 9110 §10.1.1: 100 Continue if asked)."""
@@ -394,7 +394,7 @@ class LoopExchange:
             if out.buffered > HIGH_WATER:  # the backend is slower than the client: stop reading it
                 self.client_paused = True
                 self.client.pause_reading()
-                self.session.clock.check()
+                self.session.clock.check(self.due())
                 return
 
     def client_data(self) -> None:
@@ -413,7 +413,7 @@ class LoopExchange:
         self.phase.go(Step.SENT)
         self.link.reader.expect_response_to(self.request.method)
         self.link.stream.last_read = time.monotonic()  # the backend's clock starts now
-        self.session.clock.check()
+        self.session.clock.check(self.due())
         self.read_response()  # the backend may have answered already
 
     def backend_data(self, data: bytes) -> None:
@@ -454,7 +454,7 @@ class LoopExchange:
                 if self.client_full():  # the client is slower than the backend
                     self.backend_paused = True
                     link.stream.pause_reading()
-                    self.session.clock.check()
+                    self.session.clock.check(self.due())
                     return
                 continue
             if event is http1.ConnectionClosed:
@@ -658,4 +658,4 @@ class LoopExchange:
                     f"backend {self.backend.name} did not answer within {timeouts.backend_read:g}s"))
             return self.backend_failed(GatewayTimeout(
                 f"backend {self.backend.name} stalled mid-body for {timeouts.backend_read:g}s"))
-        self.session.clock.check()
+        self.session.clock.check(self.due())
