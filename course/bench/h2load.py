@@ -41,16 +41,11 @@ percentiles).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import threading
-import time
 
-from course.bench import cpu
 from proxy import config as cfg
-from course.bench.measure import SLACK, CellFailed, _measurement, add_switches
+from course.bench.measure import SLACK, CellFailed, _measurement, add_switches, run_tool
 from course.bench.setups import RunningSetup
 from course.bench.workloads import Workload
 
@@ -121,28 +116,15 @@ def run_h2load_cell(running: RunningSetup, workload: Workload, *, requests: int,
     connections, streams = workload.concurrency, workload.http2_streams
     argv = h2load_argv(running, workload, requests=requests)
     bound = SLOWER_BOUND * duration + SLACK  # a cell ten times slower than its size said is killed
-    with open(os.devnull, "rb") as devnull:
-        switches_before = cpu.switch_snapshot(running.components)
-        before, t0 = cpu.snapshot(running.components), time.perf_counter()
-        process = subprocess.Popen(argv, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        killer = threading.Timer(bound, process.kill)  # bounded even if h2load hangs
-        killer.start()
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        killer.cancel()
-        after, t1 = cpu.snapshot(running.components), time.perf_counter()
-        switches_after = cpu.switch_snapshot(running.components)
-    if process.returncode != 0:
-        raise CellFailed(f"h2load {workload.name} on {running.name} exited {process.returncode}: "
-                         f"{output.strip()[-200:]}")
-    result = parse_h2load(output)
+    run = run_tool(argv, running, bound=bound)  # the wrk cells' runner (course.bench.measure)
+    if run.returncode != 0:
+        raise CellFailed(f"h2load {workload.name} on {running.name} exited {run.returncode}: "
+                         f"{run.output.strip()[-200:]}")
+    result = parse_h2load(run.output)
     if result["protocol"] != "h2":
         raise CellFailed(f"h2load {workload.name} on {running.name}: ALPN chose {result['protocol']!r}, not h2")
     result["connections_opened"] = connections
-    spent = cpu.difference(after, before)
-    spent["client"] = cpu.CpuTimes(usage.ru_utime, usage.ru_stime)
-    measurement = _measurement(running, workload, "h2load", result, spent, t1 - t0)
+    measurement = _measurement(running, workload, "h2load", result, run.spent, run.seconds)
     measurement.update(http_version="2", streams_per_connection=streams, connections=connections)
-    add_switches(measurement, cpu.switch_difference(switches_after, switches_before))
+    add_switches(measurement, run.switches)
     return measurement

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from course.bench import cpu
 from course.bench.setups import RunningSetup, child_environment, REPO
@@ -232,6 +233,36 @@ def parse_wrk(text: str) -> dict:
             "errors": errors, "error_count": sum(errors.values()), "latency_us": latency}
 
 
+@dataclass
+class ToolRun:
+    """A C load generator's run, with the CPU the servers and the tool spent meanwhile."""
+
+    output: str
+    returncode: int
+    seconds: float
+    spent: dict  # component -> cpu.CpuTimes, plus "client": the tool's own (wait4's rusage)
+    switches: dict  # component -> context switches during the run
+
+
+def run_tool(argv: list[str], running: RunningSetup, *, bound: float) -> ToolRun:
+    """Run ``argv`` (wrk, h2load) to its end, killed after ``bound`` seconds at most, and account its cell."""
+    with open(os.devnull, "rb") as devnull:
+        switches_before = cpu.switch_snapshot(running.components)
+        before, t0 = cpu.snapshot(running.components), time.perf_counter()
+        process = subprocess.Popen(argv, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        killer = threading.Timer(bound, process.kill)  # bounded even if the tool hangs
+        killer.start()
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        killer.cancel()
+        after, t1 = cpu.snapshot(running.components), time.perf_counter()
+        switches_after = cpu.switch_snapshot(running.components)
+    spent = cpu.difference(after, before)
+    spent["client"] = cpu.CpuTimes(usage.ru_utime, usage.ru_stime)
+    return ToolRun(output, os.waitstatus_to_exitcode(status), t1 - t0, spent,
+                   cpu.switch_difference(switches_after, switches_before))
+
+
 def run_wrk_cell(running: RunningSetup, workload: Workload, *, duration: float, threads: int = 2) -> dict:
     """One cell driven by wrk (C, epoll): the servers, not the client, become the bottleneck."""
     host = running.host_for(workload.cert)
@@ -242,28 +273,15 @@ def run_wrk_cell(running: RunningSetup, workload: Workload, *, duration: float, 
     if workload.kind == "newconn":
         argv += ["-H", "Connection: close"]  # wrk reconnects after every response: a handshake each
     argv.append(url)
-    with open(os.devnull, "rb") as devnull:
-        switches_before = cpu.switch_snapshot(running.components)
-        before, t0 = cpu.snapshot(running.components), time.perf_counter()
-        process = subprocess.Popen(argv, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        killer = threading.Timer(duration + SLACK, process.kill)  # bounded even if wrk hangs
-        killer.start()
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        killer.cancel()
-        after, t1 = cpu.snapshot(running.components), time.perf_counter()
-        switches_after = cpu.switch_snapshot(running.components)
-    if process.returncode != 0:
-        raise CellFailed(f"wrk {workload.name} on {running.name} exited {process.returncode}: {output.strip()[-200:]}")
-    result = parse_wrk(output)
+    run = run_tool(argv, running, bound=duration + SLACK)
+    if run.returncode != 0:
+        raise CellFailed(f"wrk {workload.name} on {running.name} exited {run.returncode}: {run.output.strip()[-200:]}")
+    result = parse_wrk(run.output)
     result["connections_opened"] = result["requests"] if workload.kind == "newconn" else connections
-    spent = cpu.difference(after, before)
-    spent["client"] = cpu.CpuTimes(usage.ru_utime, usage.ru_stime)
-    measurement = _measurement(running, workload, "wrk", result, spent, t1 - t0)
+    measurement = _measurement(running, workload, "wrk", result, run.spent, run.seconds)
     # wrk keeps each connection's session and offers it when it reconnects (its ssl.c
     # session callback): its new-connection rows are resumed handshakes after each
     # connection's first, not full ones.  Our load generator's rows are the full ones.
     measurement["resume"] = workload.kind == "newconn"
-    add_switches(measurement, cpu.switch_difference(switches_after, switches_before))
+    add_switches(measurement, run.switches)
     return measurement
