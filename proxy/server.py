@@ -82,7 +82,7 @@ class Stats:
         self.bytes_out = 0
         self.tls_versions: Counter[str] = Counter()
         self.ciphers: Counter[str] = Counter()
-        self.alpn: Counter[str] = Counter()  # the protocol ALPN chose per handshake ("none": the client offered none)
+        self.alpn: Counter[str] = Counter()  # the protocol ALPN chose per handshake ("none": the client offered none we speak, or no ALPN)
         self.statuses: Counter[int] = Counter()
 
     def count_request(self, status: int, bytes_in: int, bytes_out: int) -> None:
