@@ -115,11 +115,24 @@ def perf_path() -> str | None:
     return shutil.which("perf")
 
 
+ATTACH_TRIES = 8  # perf record -p fails now and then while the target's threads come and go (see record)
+
+
 def record(pids: list[int], seconds: float, path: Path) -> subprocess.CompletedProcess:
-    """Sample ``pids`` (all their threads) for ``seconds`` into ``path``."""
-    argv = [perf_path() or "perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g",
+    """Sample ``pids`` (all their threads) for ``seconds`` into ``path``.
+
+    Measured here (perf 6.1): against the threaded engine serving h2load, whose
+    per-connection HTTP/2 worker threads end with their connections, ``perf record -p``
+    exits 255 without a word in about 3 runs of 8; the same command against a process
+    with steady threads never did.  Each try costs at most ``seconds``, so a failed one
+    is tried again, up to ``ATTACH_TRIES`` times; the last result is returned."""
+    argv = [perf_path() or "perf", "record", "-e", "cpu-clock", "-F", "999", "-g",  # no -q: keep perf's reason
             "-p", ",".join(map(str, pids)), "-o", str(path), "--", "sleep", f"{seconds:g}"]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    for _ in range(ATTACH_TRIES):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        if done.returncode == 0:
+            break
+    return done
 
 
 def report(path: Path) -> str:
