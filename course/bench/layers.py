@@ -115,20 +115,20 @@ def perf_path() -> str | None:
     return shutil.which("perf")
 
 
-ATTACH_TRIES = 8  # perf record -p fails now and then while the target's threads come and go (see record)
+RECORD_TRIES = 8  # perf record -p fails now and then, silently, under the h2 row (see record)
 
 
 def record(pids: list[int], seconds: float, path: Path) -> subprocess.CompletedProcess:
     """Sample ``pids`` (all their threads) for ``seconds`` into ``path``.
 
-    Measured here (perf 6.1): against the threaded engine serving h2load, whose
-    per-connection HTTP/2 worker threads end with their connections, ``perf record -p``
-    exits 255 without a word in about 3 runs of 8; the same command against a process
-    with steady threads never did.  Each try costs at most ``seconds``, so a failed one
-    is tried again, up to ``ATTACH_TRIES`` times; the last result is returned."""
+    Measured here (perf 6.1.192): sampling the threaded engine while h2load drives it,
+    ``perf record -p`` exited 255 without a word in about 3 profiles of 8.  The cause is
+    not known: a process that created and ended threads in a tight loop, and one with 120
+    busy threads, never made it fail (15 tries each).  Each try costs at most ``seconds``,
+    so a failed one is tried again, up to ``RECORD_TRIES`` times; the last result is returned."""
     argv = [perf_path() or "perf", "record", "-e", "cpu-clock", "-F", "999", "-g",  # no -q: keep perf's reason
             "-p", ",".join(map(str, pids)), "-o", str(path), "--", "sleep", f"{seconds:g}"]
-    for _ in range(ATTACH_TRIES):
+    for _ in range(RECORD_TRIES):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
         if done.returncode == 0:
             break
