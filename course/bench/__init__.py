@@ -18,6 +18,7 @@ stays meaningful on a small machine where the client itself is the bottleneck::
     measure.py     one cell: load generator (or wrk) + CPU read at the window's edges
     h2load.py      one HTTP/2 cell, driven by h2load (nghttp2), shaped like a wrk cell
     floor.py       the crypto floor: openssl speed for ECDSA, X25519, RSA, AES-GCM
+    floor_relay.py the Python floor: a TLS byte relay with no HTTP, the sweep's 4th column
     results.py     machine info, medians over rounds, ratios to nginx, JSON and CSV
     charts.py      the offload chart and four more, PNG and SVG
     report.py      the text tables printed at the end

@@ -328,7 +328,8 @@ CHARTS = (offload, origin_cpu, handshakes, throughput_latency, vs_nginx)
 
 
 # --------------------------------------------------------------------------- the sweep (its own document)
-SWEEP_COLORS = {"threads": COLORS["proxy"], "event loop": COLORS["pooling"], "nginx": COLORS["nginx"]}
+SWEEP_COLORS = {"threads": COLORS["proxy"], "event loop": COLORS["pooling"], "python floor": "0.55",
+                "nginx": COLORS["nginx"]}
 
 
 def sweep(document: dict, out: str | os.PathLike[str]) -> list[Path]:
@@ -372,8 +373,10 @@ def sweep(document: dict, out: str | os.PathLike[str]) -> list[Path]:
             ax.set_title(f"{workload}: {handshake}" if row_index == 0 else workload, fontsize=8)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle("One thread per connection against one event loop, and nginx (1 worker): terminate, TLS 1.3, "
-                 "driven by wrk, one interleaved run", fontsize=10)
+    floor = any(r["engine"] == "python floor" for r in document.get("summary", []))
+    fig.suptitle("One thread per connection against one event loop, and nginx (1 worker)"
+                 + (", beside the Python floor (a byte relay, no HTTP)" if floor else "")
+                 + ": terminate, TLS 1.3, driven by wrk, one interleaved run", fontsize=10)
     return _save(fig, out, "sweep", document)
 
 

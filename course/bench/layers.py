@@ -57,11 +57,11 @@ from dataclasses import replace
 from course.bench.h2load import requests_for, run_h2load_cell
 from course.bench.measure import run_cell, run_wrk_cell
 from course.bench.setups import SetupLauncher, instance_key
-from course.bench.variants import EVENTLOOP, H2, H2_EVENTLOOP, NGINX_H2
+from course.bench.variants import EVENTLOOP, FLOOR, H2, H2_EVENTLOOP, NGINX_H2
 from course.bench.workloads import BY_NAME, NGINX
 
 # The column each setup's proxy process gets in the table.
-COLUMNS = {"terminate": "tlsproxy", EVENTLOOP: "tlsproxy eventloop", NGINX: "nginx",
+COLUMNS = {"terminate": "tlsproxy", EVENTLOOP: "tlsproxy eventloop", FLOOR: "python floor", NGINX: "nginx",
            H2: "tlsproxy h2", H2_EVENTLOOP: "tlsproxy h2 eventloop", NGINX_H2: "nginx h2"}
 H2_SETUPS = (H2, H2_EVENTLOOP, NGINX_H2)  # the HTTP/2 row's columns
 MAX_H2LOAD_CELLS = 50  # drive_h2load's bound: cells of at least one request per stream slot each

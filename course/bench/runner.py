@@ -104,6 +104,7 @@ class Options:
     h2: bool | None = None  # the HTTP/2 variants and row (h2load); None: in full runs when h2load is installed
     sweep: bool = False  # the concurrency sweep (course.bench.sweep) instead of the workload table
     connections: tuple[int, ...] = ()  # the sweep's connection counts (default sweep.CONNECTIONS)
+    floor: bool = True  # the sweep's Python floor column (course.bench.floor_relay)
 
     @classmethod
     def quick_defaults(cls, **overrides) -> Options:
@@ -408,9 +409,14 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
              "h2load is installed: apt-get install nghttp2-client)")
     add("--sweep", action="store_true",
         help="run only the concurrency sweep: wrk at each of --connections on the threaded engine, the event "
-             "loop and nginx (terminate), keep-alive and new connection, interleaved rounds; sweep.png/.svg")
+             "loop, the Python floor (--floor) and nginx (terminate), keep-alive and new connection, interleaved "
+             "rounds; sweep.png/.svg")
     add("--connections", metavar="N,N,...",
         help="the sweep's connection counts (default 1,4,16,64,256)")
+    add("--floor", action=argparse.BooleanOptionalAction, default=True,
+        help="the sweep's Python floor column: a TLS-terminating byte relay with no HTTP "
+             "(course/bench/floor_relay.py), what the interpreter, ssl and selectors cost on their own "
+             "(default: on)")
     add("--crypto-floor", action=argparse.BooleanOptionalAction, default=None,
         help="run openssl speed for the floor (default: full runs and --vs-nginx)")
     add("--no-charts", action="store_true", help="skip the charts")
@@ -436,7 +442,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                       profile=args.profile, profile_seconds=args.profile_seconds,
                       profile_workload=args.profile_workload, layers=args.layers, unpooled=args.unpooled,
                       eventloop=args.eventloop, h2=args.h2, sweep=args.sweep,
-                      connections=_connections(args.connections),
+                      connections=_connections(args.connections), floor=args.floor,
                       **overrides)
     if options.rounds < 1 or options.duration <= 0 or options.warmup < 0:
         raise ConfigError("--rounds must be at least 1 and --duration positive")

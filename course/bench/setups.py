@@ -54,6 +54,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course.bench import variants
 from course.bench.variants import alpn, backend_keepalive, base_of, engine
 from course.bench.workloads import NGINX
 from course.children import stop_child
@@ -66,6 +67,7 @@ READY_TIMEOUT = 30.0
 CERT_NAMES = {"ecdsa": DEMO_WWW, "rsa": DEMO_WWW_RSA}
 ORIGIN_READY = re.compile(r"listening on https?://[^\s:]+:(\d+)")
 PROXY_READY = re.compile(r"tlsproxy: \w+ listening on [^\s]+:(\d+)")
+FLOOR_READY = re.compile(r"floor relay: listening on [^\s]+:(\d+)")  # course.bench.floor_relay
 # Who terminates the client's TLS, and so whose certificate the client is shown.
 ORIGIN_TERMINATES = tuple(s.name for s in SETUPS if s.client_tls_ends == "origin")
 PROXY_TERMINATES = tuple(s.name for s in SETUPS if s.client_tls_ends == "proxy")
@@ -249,6 +251,11 @@ class SetupLauncher:
         tag = self._tag(key)
         profile = str(self.profile_dir / f"{tag}.pstats") if self.profile_dir else None
         facts = BY_NAME.get(base_of(setup))
+        if variants.front(setup) == "floor":  # not a proxy: the byte relay that measures Python's floor
+            cert_file, key_file = self.files(DEMO_WWW)
+            return Child(f"{tag}-floor", [sys.executable, "-m", "course.bench.floor_relay", "--cert", cert_file,
+                                          "--key", key_file, "--backend", f"127.0.0.1:{origin.port}"],
+                         self.logdir, FLOOR_READY)
         if facts is not None and facts.mode is not None:
             flags = self.proxy_flags(facts, origin.port)
             if not backend_keepalive(setup):  # the unpooled variant: no idle backend connection kept
@@ -302,7 +309,7 @@ class SetupLauncher:
             running.children.append(front)
             front.wait_ready()
             running.components["proxy"] = [front.pid]
-            running.implementation = "tlsproxy"
+            running.implementation = "tlsproxy" if variants.front(setup) == "tlsproxy" else "floor relay"
             if facts.tunnel:
                 running.proxy = ("127.0.0.1", front.port)  # CONNECT through it to the origin
             else:

@@ -10,7 +10,7 @@ problem, ``proxy/eventloop/__init__.py``)::
     for round in 1..R:                         interleaved, as in runner.py: a slow
         for workload in keep-alive, new conn:  moment of the machine hits one sample
             for connections in 1,4,16,64,256:  of every column, and the median drops it
-                for setup in terminate (threads), terminate-eventloop, nginx:
+                for setup in terminate (threads), terminate-eventloop, terminate-floor, nginx:
                     one wrk cell: -c connections, -t min(2, connections)
 
 The load generator is ``wrk`` (C, epoll), never ours: a Python client cannot keep
@@ -18,6 +18,14 @@ nginx busy, and a client that cannot load the reference flatters whoever is slow
 (issue 13 measured our own bench's 3.5x as 6.8x with wrk).  All three columns run
 setup 3's processes: the same origin (``python -m course.origin``), the same
 certificates (ECDSA P-256, TLS 1.3), access logs off; only the proxy differs.
+
+The fourth column, ``terminate-floor`` (on by default; ``--no-floor`` leaves it out),
+is no proxy: ``course.bench.floor_relay``, a TLS-terminating byte relay on the same
+``selectors`` and ``ssl`` as the event loop, that parses nothing.  It splits each
+row's distance from nginx in two: the floor's own distance is what doing the job in
+Python costs whatever the proxy does; the event loop's distance from the floor is the
+proxy's HTTP logic and bookkeeping.  A target below the floor is out of reach of any
+Python proxy built this way; a target above it says how much of our own work must go.
 
 What each row measures, said plainly:
 
@@ -38,10 +46,10 @@ The summary keeps, per (workload, connections, setup), the median over rounds, t
 rounds themselves, and each engine's ratio to nginx *within* each round.  Results go
 to ``sweep.json`` and ``sweep.csv``, the chart to ``sweep.png``/``sweep.svg``
 (``course.bench.charts.sweep``).  With the defaults a run takes about
-rounds x 2 workloads x 5 counts x 3 setups x 2 s: three minutes for three rounds.
+rounds x 2 workloads x 5 counts x 4 columns x 2 s: four minutes for three rounds.
 
-Then, where ``perf`` is installed (``--no-layers`` leaves it out), the three proxy
-processes are sampled under keep-alive with wrk at 16 connections and their CPU per
+Then, where ``perf`` is installed (``--no-layers`` leaves it out), the proxy processes
+(and the floor's) are sampled under keep-alive with wrk at 16 connections and their CPU per
 request is split by layer (``course.bench.layers``), with context switches per request
 beside it: the threaded engine's extra cost shows up as the kernel's sleeping, waking
 and switching threads (every wait parks a thread, every wake-up hands the GIL over),
@@ -67,10 +75,13 @@ from proxy.errors import ConfigError
 FORMAT = "tlsproxy-bench-sweep/1"
 CONNECTIONS = (1, 4, 16, 64, 256)
 SETUPS = (variants.TERMINATE, variants.EVENTLOOP, NGINX)  # threads, event loop, the reference
+FLOOR = variants.FLOOR  # with --floor (the default): the Python floor, a byte relay with no HTTP
+COLUMNS = (variants.TERMINATE, variants.EVENTLOOP, FLOOR, NGINX)  # the report's order
 WORKLOADS = ("keepalive-1k", "newconn")
 LAYER_CONNECTIONS, LAYER_SECONDS = 16, 3.0  # the perf layer table: keep-alive, wrk at 16 connections
 KINDS = ("keepalive", "newconn")  # what wrk can drive (measure.WRK_KINDS), bulk included via --workloads
-ENGINE_LABEL = {variants.TERMINATE: "threads", variants.EVENTLOOP: "event loop", NGINX: "nginx"}
+ENGINE_LABEL = {variants.TERMINATE: "threads", variants.EVENTLOOP: "event loop", FLOOR: "python floor",
+                NGINX: "nginx"}
 HANDSHAKE = {"keepalive": "kept connections, one handshake each",
              "newconn": "a connection per request; wrk resumes its session (TLS 1.3 psk_dhe_ke) after the first"}
 
@@ -84,10 +95,10 @@ def workloads_for(names: list[str]) -> list[Workload]:
     return [BY_NAME[n] for n in chosen]
 
 
-def setups_available(use_nginx: bool, notes: list[str]) -> list[str]:
+def setups_available(use_nginx: bool, notes: list[str], floor: bool = False) -> list[str]:
     from course.nginx import nginx_path
 
-    chosen = [s for s in SETUPS if s != NGINX]
+    chosen = [s for s in SETUPS if s != NGINX] + ([FLOOR] if floor else [])
     if not use_nginx:
         notes.append("nginx left out (--no-nginx): no ratios")
     elif not nginx_path():
@@ -115,7 +126,7 @@ def measure(options, *, progress_stream=sys.stderr) -> dict:
     if not wrk_path():
         raise ConfigError("the sweep needs wrk, a C load generator (apt-get install wrk)")
     notes: list[str] = []
-    setups = setups_available(options.nginx, notes)
+    setups = setups_available(options.nginx, notes, floor=options.floor)
     workloads = workloads_for(options.workloads)
     connections = tuple(options.connections or CONNECTIONS)
     rounds, duration = options.rounds, float(max(1, round(options.duration)))  # wrk counts whole seconds: 1.5 is 2
@@ -183,7 +194,7 @@ def summarize(measurements: list[dict]) -> list[dict]:
         by_cell.setdefault((m["workload"], m["connections"], m["setup"]), {})[m["round"]] = m
     rows = []
     for (workload, count, setup), by_round in sorted(by_cell.items(), key=lambda kv: (kv[0][0], kv[0][1],
-                                                                                     SETUPS.index(kv[0][2]))):
+                                                                                     COLUMNS.index(kv[0][2]))):
         ms = [by_round[r] for r in sorted(by_round)]
         reference = by_cell.get((workload, count, NGINX), {})
         ratios = [round(_proxy_cpu(m) / _proxy_cpu(reference[r]), 2) for r, m in sorted(by_round.items())

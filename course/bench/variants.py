@@ -54,6 +54,15 @@ run that has it::
     terminate-h2            h2load ══TLS, h2══▶ proxy, a stream per worker thread ──HTTP/1.1──▶ origin
     terminate-h2-eventloop  h2load ══TLS, h2══▶ proxy, one thread, epoll ───────────HTTP/1.1──▶ origin
     nginx-h2                h2load ══TLS, h2══▶ nginx, 1 worker ────────────────────HTTP/1.1──▶ origin
+
+The fourth: how much of the event loop's cost is Python's, whatever the proxy does?
+``terminate-floor`` is not our proxy at all but ``course.bench.floor_relay``: one
+thread, ``selectors`` and ``ssl`` as the event loop uses them, copying bytes between
+the client and a backend connection without reading a single head.  It runs only in
+the concurrency sweep, with ``--floor``: what it costs above nginx is the interpreter's
+price for the job; what the event loop costs above it is the proxy's HTTP logic::
+
+    terminate-floor      wrk ══TLS══▶ floor relay, one thread, epoll, no HTTP ──TCP──▶ origin
 """
 
 from __future__ import annotations
@@ -81,6 +90,8 @@ class Variant:
     alpn: tuple[str, ...] | None = None  # ALPN said outright (--alpn; nginx: http2 on the listener);
     #                                       None: the base's own default
     workloads: tuple[str, ...] = ("keepalive-1k", "newconn")
+    front: str = "tlsproxy"  # what plays the proxy: "tlsproxy" (course.bench.serve), or "floor"
+    #                          (course.bench.floor_relay: a byte relay with no HTTP, the Python floor)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -102,6 +113,9 @@ VARIANTS: tuple[Variant, ...] = (
             "h2", engine="eventloop", alpn=("h2", "http/1.1"), workloads=("keepalive-1k-h2",)),
     Variant(f"{NGINX}-h2", NGINX, "nginx with HTTP/2 on its listener", "h2",
             alpn=("h2", "http/1.1"), workloads=("keepalive-1k-h2",)),
+    Variant(f"{TERMINATE}-floor", TERMINATE,
+            "not a proxy: a TLS-terminating byte relay with no HTTP (course/bench/floor_relay.py), the least "
+            "a Python event loop can do per request", "floor", front="floor"),
 )
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
@@ -109,6 +123,7 @@ UNPOOLED = VARIANTS[0].name  # the one the offload decomposition reads
 NGINX_UNPOOLED = VARIANTS[1].name
 EVENTLOOP = VARIANTS[2].name  # the engine comparison (course.bench.sweep)
 H2, H2_EVENTLOOP, NGINX_H2 = (v.name for v in VARIANTS[3:6])  # HTTP/2 to clients: ours on each engine, nginx's
+FLOOR = VARIANTS[6].name  # the Python floor beside the engines (course.bench.sweep --floor)
 H2_OURS = (H2, H2_EVENTLOOP)  # the h2 row's columns each compared with NGINX_H2 (course.bench.results)
 
 # Every column the benchmark can run, in teaching order: each variant right after its base.
@@ -128,6 +143,11 @@ def backend_keepalive(setup: str) -> bool:
 def engine(setup: str) -> str:
     """The engine the proxy of ``setup`` runs (nginx and the setups without a proxy: "threaded", unused)."""
     return BY_NAME[setup].engine if setup in BY_NAME else "threaded"
+
+
+def front(setup: str) -> str:
+    """What plays the proxy of ``setup``: "tlsproxy", or "floor" (the floor relay)."""
+    return BY_NAME[setup].front if setup in BY_NAME else "tlsproxy"
 
 
 def alpn(setup: str) -> tuple[str, ...] | None:

@@ -39,21 +39,26 @@ def test_every_cell_is_measured_by_wrk_on_both_engines_and_nginx(sweep_run):
     _, document, _ = sweep_run
     assert document["format"] == sweep.FORMAT and document["failures"] == []
     cells = {(m["workload"], m["connections"], m["setup"]) for m in document["measurements"]}
-    assert cells == {(w, c, s) for w in ("keepalive-1k", "newconn") for c in (1, 4) for s in sweep.SETUPS}
+    assert cells == {(w, c, s) for w in ("keepalive-1k", "newconn") for c in (1, 4)
+                     for s in (*sweep.SETUPS, sweep.FLOOR)}  # the floor column is on by default
     assert {m["client"] for m in document["measurements"]} == {"wrk"}
     for m in document["measurements"]:
         assert m["requests"] > 0 and m["error_count"] == 0, m
         assert m["cpu_us_per_request"]["proxy"] > 0
         assert m["resume"] is (m["workload"] == "newconn")  # wrk resumes when it reconnects
     engines = {r["setup"]: r["engine"] for r in document["summary"]}
-    assert engines == {"terminate": "threads", "terminate-eventloop": "event loop", "nginx": "nginx"}
+    assert engines == {"terminate": "threads", "terminate-eventloop": "event loop", "terminate-floor": "python floor",
+                       "nginx": "nginx"}
+    implementations = {m["setup"]: m["implementation"] for m in document["measurements"]}
+    assert implementations["terminate-floor"] == "floor relay" and implementations["terminate"] == "tlsproxy"
 
 
 def test_the_engines_really_differ_and_nginx_is_the_reference(sweep_run):
     _, document, _ = sweep_run
     threads = document["pids"]["terminate"]["proxy"]
     loop = document["pids"]["terminate-eventloop"]["proxy"]
-    assert threads != loop
+    floor = document["pids"]["terminate-floor"]["proxy"]
+    assert len({*threads, *loop, *floor}) == 3
     for row in document["summary"]:
         if row["setup"] == "nginx":
             assert row["ratio_to_nginx"] is None and row["ratio_to_nginx_rounds"] == []
@@ -79,7 +84,7 @@ def test_the_layer_table_has_a_column_per_engine(sweep_run):
     if layers is None or layers.get("error"):
         require_tool("perf")  # CI has perf: a missing table there is a failure
         pytest.fail(f"perf is installed but the layer table failed: {layers}")
-    assert set(layers["implementations"]) == {"tlsproxy", "tlsproxy eventloop", "nginx"}
+    assert set(layers["implementations"]) == {"tlsproxy", "tlsproxy eventloop", "python floor", "nginx"}
     assert layers["client"] == "wrk -c16"
     for entry in layers["implementations"].values():
         assert entry["cpu_us_per_request"] > 0 and entry["switches_per_request"] is not None
