@@ -16,7 +16,8 @@ through TLS termination, and nothing more::
   and kept for the client's lifetime (as the proxy's pool would lend it one);
 * bytes are copied as they come: ``recv`` on one side, ``send`` on the other.  No head
   is parsed, nothing is checked or rewritten, no timeout, no log, no limit.  The origin
-  closing its side (``Connection: close``) closes the client's.
+  closing its side (``Connection: close``) closes the client's, once what the origin sent
+  has left.
 
 It is **not a proxy**: it forwards whatever it is sent, smuggled requests included, and
 holds a client forever.  It exists so that the benchmark can print a row that says what
@@ -51,7 +52,7 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 class Side:
     """One socket of a relayed pair: what it still owes its peer, and the peer."""
 
-    __slots__ = ("sock", "peer", "out", "mask", "handshaking")
+    __slots__ = ("sock", "peer", "out", "mask", "handshaking", "closing")
 
     def __init__(self, sock: socket.socket, handshaking: bool = False) -> None:
         self.sock = sock
@@ -59,6 +60,7 @@ class Side:
         self.out = bytearray()  # bytes for this socket that it did not take yet
         self.mask = READ
         self.handshaking = handshaking
+        self.closing = False  # its peer is gone: close it once ``out`` has left
 
 
 class FloorRelay:
@@ -112,7 +114,7 @@ class FloorRelay:
     def ready(self, side: Side, mask: int) -> None:
         if side.handshaking:
             return self.handshake(side)
-        if mask & WRITE and side.out:
+        if side.out:  # (a TLS send may have waited for READ as well as WRITE)
             self.push(side, b"")
         if mask & READ:
             self.pull(side)
@@ -128,8 +130,8 @@ class FloorRelay:
                 return self.want(side, WRITE)
             except OSError:
                 return self.close(side)
-            if not data:
-                return self.close(side)
+            if not data:  # the peer closed: close both, once what it sent has left
+                return self.close(side) if not side.peer.out else self.close_after_flush(side)
             self.push(side.peer, data)
             if not isinstance(side.sock, ssl.SSLSocket) or not side.sock.pending():
                 return
@@ -141,12 +143,14 @@ class FloorRelay:
             try:
                 sent = side.sock.send(out)
             except (BlockingIOError, ssl.SSLWantWriteError):
-                return self.want(side, READ | WRITE)
+                return self.want(side, WRITE if side.closing else READ | WRITE)
             except ssl.SSLWantReadError:
                 return self.want(side, READ)
             except OSError:
                 return self.close(side)
             del out[:sent]
+        if side.closing:
+            return self.close(side)
         if side.mask != READ:
             self.want(side, READ)
 
@@ -154,6 +158,15 @@ class FloorRelay:
         if mask != side.mask:
             self.selector.modify(side.sock, mask, side)
             side.mask = mask
+
+    def close_after_flush(self, side: Side) -> None:
+        """``side`` is at EOF and its peer still owes bytes: close ``side`` now, the peer when they are sent."""
+        other = side.peer
+        self.selector.unregister(side.sock)
+        side.sock.close()
+        side.peer = other.peer = None
+        other.closing = True
+        self.want(other, WRITE)
 
     def close(self, side: Side) -> None:
         for each in (side, side.peer):
