@@ -41,6 +41,7 @@ final GOAWAY and the close.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from h2.errors import ErrorCodes
 
@@ -104,7 +105,7 @@ class H2Session:
         self.hsts = rules.hsts_for(self.server.config.hsts, proto="https")
         self.timeouts = self.server.timeouts
         self.core = H2Server(self.server.limits, hsts=self.hsts, new_stream=H2LoopStream,
-                             refused=lambda error: log_refused(self.server, conn, error))
+                             refused=partial(log_refused, self.server, conn))  # (a lambda would hold self)
         self.state = OPEN
         self.busy = self.again = False  # progress() is running; it must run once more
         self.idle_since = time.monotonic()
@@ -196,6 +197,7 @@ class H2Session:
         self.progress()
 
     def stream_done(self, stream: H2LoopStream) -> None:
+        stream.exchange = None  # the exchange points back at its stream: no cycle left for the collector
         self.core.done(stream)
         self.progress()
 

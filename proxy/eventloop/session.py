@@ -262,6 +262,7 @@ class HTTPSession:
             self.conn.aborted = True  # no close_notify: the client must see the cut (RFC 9112 §9.8)
         self.client.close(notify=not self.conn.aborted)
         self.engine.connection_closed(self)
+        self.exchange = None  # it points back at this session: no cycle left for the collector
 
     # ------------------------------------------------------------------ the clock
     def due(self) -> float | None:

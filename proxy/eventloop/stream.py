@@ -251,3 +251,8 @@ class Stream:
             send_close_notify(self.sock)
         close_quietly(self.sock)
         self.out = bytearray()
+        # The owner holds the stream and the stream holds the owner's methods: break the
+        # cycle, so the connection's objects go when the owner lets go of the stream, not
+        # at the garbage collector's next full pass (proxy/eventloop/loop.py, "Garbage").
+        self.on_data = self.on_eof = self.on_error = self.on_drain = _ignore
+        self.on_first_send = None
