@@ -188,10 +188,13 @@ class EventLoop:
 
     def forget(self, sock: socket.socket) -> None:
         """Stop watching ``sock`` (before it is closed: a closed descriptor cannot be unregistered)."""
-        try:
-            self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
+        fd, watched = sock.fileno(), self.selector.get_map()  # (None once the selector is closed)
+        if fd < 0 or watched is None or fd not in watched:
+            # Not watched (a handshake that ended between two events): asking the selector
+            # anyway would build a KeyError whose message is the socket's repr, two system
+            # calls (its addresses) on every new connection.
+            return
+        self.selector.unregister(fd)
 
     # ------------------------------------------------------------------ time
     def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
