@@ -375,7 +375,7 @@ def sweep(document: dict, out: str | os.PathLike[str]) -> list[Path]:
             ax.legend(fontsize=7)
     floor = any(r["engine"] == "python floor" for r in document.get("summary", []))
     fig.suptitle("One thread per connection against one event loop, and nginx (1 worker)"
-                 + (", beside the Python floor (a byte relay, no HTTP)" if floor else "")
+                 + (",\nbeside the Python floor (a byte relay, no HTTP)" if floor else "")
                  + ": terminate, TLS 1.3, driven by wrk, one interleaved run", fontsize=10)
     return _save(fig, out, "sweep", document)
 

@@ -54,6 +54,11 @@ request is split by layer (``course.bench.layers``), with context switches per r
 beside it: the threaded engine's extra cost shows up as the kernel's sleeping, waking
 and switching threads (every wait parks a thread, every wake-up hands the GIL over),
 which the event loop replaces with one ``epoll_wait`` per batch of ready sockets.
+
+Last, the report judges the issue's targets that a sweep can measure (``TARGETS``:
+bulk transfers and slow clients have commands of their own), each with its rounds and,
+beside every ratio to nginx, the Python floor's ratio in the same cell: a target below
+the floor's ratio is out of reach of any Python proxy built this way.
 """
 
 from __future__ import annotations
@@ -82,6 +87,16 @@ LAYER_CONNECTIONS, LAYER_SECONDS = 16, 3.0  # the perf layer table: keep-alive, 
 KINDS = ("keepalive", "newconn")  # what wrk can drive (measure.WRK_KINDS), bulk included via --workloads
 ENGINE_LABEL = {variants.TERMINATE: "threads", variants.EVENTLOOP: "event loop", FLOOR: "python floor",
                 NGINX: "nginx"}
+# The targets of issue 13 ("threads against an event loop") that one sweep measures, each
+# judged in one cell: (what, workload, setup, connections, figure, target).  "ratio" is the
+# proxy's CPU per request over nginx's in the same round; "growth" is ``growth`` (64 over 4).
+TARGETS = (
+    ("event loop, keep-alive, 16 connections", "keepalive-1k", variants.EVENTLOOP, 16, "ratio", 2.0),
+    ("event loop, keep-alive, cost at 64 / at 4", "keepalive-1k", variants.EVENTLOOP, 64, "growth", 1.2),
+    ("event loop, new connection, 16 connections", "newconn", variants.EVENTLOOP, 16, "ratio", 1.4),
+    ("threads, keep-alive, 4 connections", "keepalive-1k", variants.TERMINATE, 4, "ratio", 4.0),
+    ("threads, new connection, 4 connections", "newconn", variants.TERMINATE, 4, "ratio", 1.8),
+)
 HANDSHAKE = {"keepalive": "kept connections, one handshake each",
              "newconn": "a connection per request; wrk resumes its session (TLS 1.3 psk_dhe_ke) after the first"}
 
@@ -173,6 +188,7 @@ def measure(options, *, progress_stream=sys.stderr) -> dict:
                                                seconds=LAYER_SECONDS, warmup=0.5, setups=tuple(setups),
                                                wrk_connections=LAYER_CONNECTIONS)
     document["summary"] = summarize(document["measurements"])
+    document["targets"] = targets(document["summary"])
     document["files"] = write(out, document)
     if options.charts:
         from course.bench.charts import sweep as sweep_chart
@@ -231,6 +247,24 @@ def growth(summary: list[dict], workload: str, setup: str, low: int = 4, high: i
     return None
 
 
+def targets(summary: list[dict]) -> list[dict]:
+    """``TARGETS`` judged from a summary: the figure, its rounds, met or not, and the floor's ratio."""
+    rows = {(r["workload"], r["connections"], r["setup"]): r for r in summary}
+    judged = []
+    for what, workload, setup, count, figure, target in TARGETS:
+        row = rows.get((workload, count, setup))
+        floor = rows.get((workload, count, FLOOR))
+        if figure == "growth":
+            value, rounds = growth(summary, workload, setup, high=count), []
+        else:
+            value, rounds = (row["ratio_to_nginx"], row["ratio_to_nginx_rounds"]) if row else (None, [])
+        judged.append({"what": what, "figure": figure, "target": target, "value": value, "rounds": rounds,
+                       "met": None if value is None else value <= target,
+                       "floor_ratio": floor["ratio_to_nginx"] if floor and figure == "ratio"
+                       and setup == variants.EVENTLOOP else None})  # the floor is an event loop too
+    return judged
+
+
 def write(out: Path, document: dict) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "sweep.json", "csv": out / "sweep.csv"}
@@ -279,6 +313,14 @@ def format_sweep(document: dict) -> str:
             if g is not None:
                 lines.append(f"  {ENGINE_LABEL[setup]}: cost per request at 64 connections / at 4 = {g:.2f}"
                              + (" (falls: it batches)" if g < 1 else " (rises)" if g > 1 else ""))
+    judged = [t for t in targets(document["summary"]) if t["value"] is not None]
+    if judged:
+        lines.append("\ntargets (issue 13) judged from this sweep; a ratio is CPU per request over nginx's")
+        for t in judged:
+            rounds = f"  rounds {min(t['rounds']):.2f}-{max(t['rounds']):.2f}x" if t["rounds"] else ""
+            floor = f"  python floor {t['floor_ratio']:.2f}x" if t["floor_ratio"] is not None else ""
+            lines.append(f"  {t['what']:<44} {t['value']:>5.2f}{'x' if t['figure'] == 'ratio' else ' '}"
+                         f"  <= {t['target']:<4g} {'yes' if t['met'] else 'NO ':<3}{rounds}{floor}")
     for failure in document["failures"]:
         lines.append(f"  FAILED round {failure['round']} {failure['workload']} c={failure['connections']} "
                      f"{failure['setup']}: {failure['error']}")

@@ -55,6 +55,28 @@ def test_report_names_each_engine_the_rounds_and_the_handshake():
     assert "event loop: cost per request at 64 connections / at 4 = 0.55 (falls: it batches)" in text
 
 
+def test_targets_are_judged_in_their_own_cell_with_the_floor_beside():
+    measurements = MEASUREMENTS + [
+        cell("terminate-eventloop", 16, 1, 180.0), cell("terminate-floor", 16, 1, 66.0), cell("nginx", 16, 1, 60.0),
+        cell("terminate-eventloop", 16, 2, 110.0), cell("terminate-floor", 16, 2, 60.0), cell("nginx", 16, 2, 50.0),
+    ]
+    judged = {t["what"]: t for t in sweep.targets(sweep.summarize(measurements))}
+    keepalive = judged["event loop, keep-alive, 16 connections"]
+    assert keepalive["rounds"] == [3.0, 2.2] and keepalive["value"] == 2.6 and keepalive["met"] is False
+    assert keepalive["floor_ratio"] == 1.15                        # 66/60 and 60/50: median of 1.1 and 1.2
+    assert judged["event loop, keep-alive, cost at 64 / at 4"]["value"] == 0.55   # 150 / 275
+    assert judged["event loop, keep-alive, cost at 64 / at 4"]["met"] is True
+    threads = judged["threads, keep-alive, 4 connections"]
+    assert threads["value"] == 8.0 and threads["met"] is False and threads["floor_ratio"] is None
+    assert judged["event loop, new connection, 16 connections"]["value"] is None   # not measured: not judged
+    document = {"parameters": {"setups": list(sweep.COLUMNS), "workloads": ["keepalive-1k"], "connections": [4, 16, 64]},
+                "handshakes": {"keepalive-1k": sweep.HANDSHAKE["keepalive"]},
+                "summary": sweep.summarize(measurements), "failures": []}
+    text = sweep.format_sweep(document)
+    assert "event loop, keep-alive, 16 connections" in text and "2.60x  <= 2    NO   rounds 2.20-3.00x" in text
+    assert "python floor 1.15x" in text and "new connection, 16" not in text
+
+
 def test_the_sweep_drives_only_what_wrk_can():
     assert [w.name for w in sweep.workloads_for([])] == list(sweep.WORKLOADS)
     assert sweep.workloads_for(["bulk-1m"]) == [BY_NAME["bulk-1m"]]
