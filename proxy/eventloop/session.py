@@ -53,6 +53,7 @@ from proxy.eventloop.stream import HIGH_WATER, Stream
 from proxy.exchange import ON_FAILURE, ExchangePhase, Failure, Phase, Recovery, Step, failure_of, retryable
 from proxy.http1.framing import BodyKind
 from proxy.lifecycle import ConnEvent
+from proxy.transport import DIRECT_COPY_AT
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PIPELINE_LIMIT = 64 * 1024  # bytes read ahead from a client while its exchange runs; then it is paused
@@ -418,9 +419,33 @@ class LoopExchange:
         self.read_response()  # the backend may have answered already
 
     def backend_data(self, data: bytes) -> None:
-        self.link.reader.feed(data)
+        reader = self.link.reader
+        if self.response is not None:
+            remaining = reader.body_remaining()  # a Content-Length body with nothing buffered
+            if remaining is not None and remaining >= DIRECT_COPY_AT:
+                return self.copy_body(data, remaining)
+        reader.feed(data)
         if self.phase.phase is not Phase.SEND_REQUEST:
             self.read_response()
+
+    def copy_body(self, data: bytes, remaining: int) -> None:
+        """A large Content-Length body goes to the client past the reader (``proxy.drive.pump_body``'s direct copy).
+
+        Fed to the reader, each piece would be copied into its buffer and out again as a
+        ``Data``: two copies and a dozen calls per 64 KiB read.  The reader still decides
+        where the body ends (``body_received_directly``), and bytes past the end are fed
+        to it as usual, so a backend that sent more than it framed is still caught
+        (``backend_reusable``)."""
+        reader = self.link.reader
+        body = data if len(data) <= remaining else data[:remaining]
+        reader.body_received_directly(len(body))
+        self.send_body(http1.Data(body))
+        self.response_bytes += len(body)
+        if len(body) < len(data):
+            reader.feed(data[len(body):])
+        if len(body) < remaining and self.client_full():
+            return self.pause_backend()
+        self.read_response()  # the EndOfMessage, once the body is complete
 
     def backend_eof(self) -> None:
         self.link.reader.feed_eof()
@@ -453,10 +478,7 @@ class LoopExchange:
                     return self.finish()
                 self.response_bytes += len(event.data)
                 if self.client_full():  # the client is slower than the backend
-                    self.backend_paused = True
-                    link.stream.pause_reading()
-                    self.session.clock.check(self.due())
-                    return
+                    return self.pause_backend()
                 continue
             if event is http1.ConnectionClosed:
                 return self.backend_failed(StaleConnection("closed before responding"))
@@ -478,6 +500,12 @@ class LoopExchange:
 
     def client_full(self) -> bool:
         return self.client.buffered > HIGH_WATER
+
+    def pause_backend(self) -> None:
+        """Read the backend no further until the client has taken some of the response."""
+        self.backend_paused = True
+        self.link.stream.pause_reading()
+        self.session.clock.check(self.due())
 
     def relay_interim(self, response: http1.Response) -> None:
         """RFC 9110 §15.2: a proxy forwards 1xx responses (except to HTTP/1.0 clients)."""

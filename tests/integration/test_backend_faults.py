@@ -31,6 +31,7 @@ import time
 import pytest
 
 from proxy import config as cfg
+from proxy.transport import DIRECT_COPY_AT
 from tests.fakes import FakeBackend, RawTLSClient, refused_port, unaccepting_listener
 from tests.processes import wait_until
 from tests.conftest import both_engines
@@ -122,6 +123,46 @@ def test_reset_mid_body_cuts_the_client_connection(framing, pki, proxy_factory):
     assert client.end in ("eof", "reset"), f"closed with {client.end}: a close_notify would say 'this is all'"
     if framing == "chunked":
         assert not client.received.endswith(b"0\r\n\r\n"), "a last-chunk was invented"
+
+
+def test_reset_mid_way_through_a_large_body_cuts_the_client_connection(pki, proxy_factory):
+    """Past ``DIRECT_COPY_AT`` both engines copy a Content-Length body past the reader's buffer.
+
+    The reader must still count every byte, so that a body cut short is still a cut, and
+    neither padded nor ended with close_notify."""
+    piece = b"x" * (3 * DIRECT_COPY_AT)
+
+    def reset_mid_body(conn):
+        conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (10 * len(piece)) + piece)
+        time.sleep(0.3)  # the proxy copies what came
+        conn.reset()
+
+    with FakeBackend(reset_mid_body) as backend:
+        proxy = proxy_factory({"web": [backend.url]})
+        with RawTLSClient(proxy.port, pki.ca) as client:
+            response = get(client)
+            client.read_until_closed(timeout=3)
+    assert response.status == 200 and response.body == piece
+    assert not response.complete and client.end in ("eof", "reset"), f"closed with {client.end}"
+
+
+def test_large_bodies_end_where_framed_and_the_connection_is_reused(pki, proxy_factory):
+    """The direct copy's other half: it stops at Content-Length, so the pooled connection stays in step."""
+    bodies = [bytes([65 + i]) * (2 * DIRECT_COPY_AT + 7 * i) for i in range(3)]  # A..., B..., C...
+
+    def large(conn):
+        for body in bodies:
+            if not conn.serve_ok(body):
+                return
+        conn.hold(1)
+
+    with FakeBackend(large) as backend:
+        proxy = proxy_factory({"web": [backend.url]})
+        with RawTLSClient(proxy.port, pki.ca) as client:
+            responses = [get(client, str(i)) for i in range(3)]
+    assert [r.body for r in responses] == bodies and all(r.complete for r in responses)
+    assert backend.connections == 1, "the body ended where the backend framed it: its connection was reused"
 
 
 def test_reset_mid_body_to_an_http10_client_is_not_a_clean_close(pki, proxy_factory):
