@@ -20,6 +20,7 @@ the threaded engine.  Read the two side by side::
     Exchange.send_request, pump_body        connected, pump_request (proxy.exchange.body_bytes)
     Exchange.read_response_head             read_response, while response is None
     Exchange.relay_response, pump_body      start_response, then read_response streams the body
+    the direct copy (Transport.copy_to)     copy_body: a large Content-Length body skips the reader
     HTTPConnectionHandler.recover           LoopExchange.fail (ON_FAILURE, after_answer)
     a timeout on each blocking call         due(): one deadline per connection (loop.Clock)
 

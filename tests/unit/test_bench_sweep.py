@@ -7,11 +7,16 @@ runs the sweep for real.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from course.bench import sweep
 from course.bench.workloads import BY_NAME
 from proxy.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cell(setup, connections, round_number, proxy_us, p99_us=1000.0, workload="keepalive-1k"):
@@ -86,3 +91,12 @@ def test_the_sweep_drives_only_what_wrk_can():
                 sweep.workloads_for([name])
     cells = sweep.plan(sweep.workloads_for([]), (1, 4), list(sweep.SETUPS))
     assert len(cells) == 2 * 2 * 3 and cells[0][2] == "terminate" and cells[1][2] == "terminate-eventloop"
+
+
+def test_the_readme_quotes_the_committed_sweeps_own_verdict():
+    """The README's targets block is what the committed sweep prints, not figures typed in."""
+    document = json.loads((ROOT / "diagrams/bench/sweep/sweep.json").read_text())
+    text = sweep.format_sweep(document)
+    verdict = text[text.index("targets (issue 13)"):].split("\n  FAILED")[0]
+    assert verdict.count("\n") == len(sweep.TARGETS)
+    assert verdict in (ROOT / "README.md").read_text()
