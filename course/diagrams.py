@@ -293,7 +293,7 @@ def reading_order(package: Path) -> list[str]:
 #: itself): a new module that is neither stops `make diagrams` with its name.
 ARCH_LAYERS: list[tuple[str, list[tuple[str, float]]]] = [
     ("server & acceptors: listen, accept, TLS handshake, hand over, shut down",
-     [("proxy.admin", 0.12), ("proxy.acceptors", 0.38), ("proxy.server", 0.62)]),
+     [("proxy.admin", 0.09), ("proxy.admission", 0.27), ("proxy.acceptors", 0.47), ("proxy.server", 0.71)]),
     ("modes: what a connection is served with (listener mode)",
      [("proxy.modes.passthrough", 0.10), ("proxy.modes.forward", 0.30), ("proxy.modes.terminate", 0.50),
       ("proxy.modes.h2", 0.70), ("proxy.modes.intercept", 0.90)]),

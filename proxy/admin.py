@@ -97,6 +97,7 @@ async function refresh() {
       ["requests per second", fmt(s.requests_per_second)],
       ["handshakes full / resumed", fmt(s.handshakes_full) + " / " + fmt(s.handshakes_resumed)],
       ["handshake failures", fmt(s.handshake_failures)],
+      ["refused: over max_connections_per_client", fmt(s.refused_per_client)],
       ["bytes in / out", fmt(s.bytes_in) + " / " + fmt(s.bytes_out)],
       ["uptime (s)", fmt(s.uptime)],
     ]);

@@ -78,6 +78,7 @@ MODES = ("terminate", "passthrough", "forward", "redirect")  # redirect: HTTP ->
 #: eventloop: one thread and non-blocking sockets (proxy.eventloop), the same exchange driven by readiness.
 ENGINES = ("threaded", "eventloop")
 EVENTLOOP_MODES = MODES  # what the event loop serves: every mode (forward since proxy/eventloop/forward.py)
+ZERO_MEANS_NO_LIMIT = {"max_connections_per_client"}  # limits where 0 is allowed: it turns the limit off
 STRATEGIES = ("round_robin", "least_connections", "weighted")
 
 
@@ -200,6 +201,8 @@ class Timeouts:
 @dataclass(frozen=True)
 class Limits:
     max_connections: int = 1024  # concurrent client connections (nginx `worker_connections 512` x 2 workers)
+    # open connections per client address (proxy.admission); 0: no limit, as nginx without limit_conn
+    max_connections_per_client: int = 0
     max_requests_per_connection: int = 1000  # nginx `keepalive_requests 1000`
     pool_max_idle: int = 32  # idle connections kept per backend (nginx `keepalive 32` is a common setting)
     max_concurrent_streams: int = 100  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (HAProxy's 100; nginx's is 128)
@@ -538,7 +541,10 @@ def validate(config: Config) -> Config:
     for section, table in (("timeouts", config.timeouts), ("limits", config.limits)):
         for f in fields(table):  # zero or negative would crash later, in every connection
             value = getattr(table, f.name)
-            if isinstance(value, (int, float)) and not value > 0:
+            if f.name in ZERO_MEANS_NO_LIMIT:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ConfigError(f"[{section}] {f.name} must be a whole number, 0 for no limit, got {value!r}")
+            elif isinstance(value, (int, float)) and not value > 0:
                 raise ConfigError(f"[{section}] {f.name} must be positive, got {value!r}")
     pool_names = [p.name for p in config.pools]
     for name in pool_names:

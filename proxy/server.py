@@ -54,6 +54,7 @@ from typing import Callable, TextIO
 
 from proxy import config as cfg
 from proxy.acceptors import Acceptors
+from proxy.admission import ClientAddressLimit
 from proxy.balancer import Balancer
 from proxy.errors import ConfigError
 from proxy.lifecycle import CUT_AT_SHUTDOWN, ConnectionLife, ConnEvent, ConnState
@@ -78,6 +79,7 @@ class Stats:
         self.handshakes_full = 0
         self.handshakes_resumed = 0
         self.handshake_failures = 0
+        self.refused_per_client = 0  # closed at accept: over max_connections_per_client (proxy.admission)
         self.bytes_in = 0
         self.bytes_out = 0
         self.tls_versions: Counter[str] = Counter()
@@ -108,6 +110,7 @@ class Stats:
                 "handshakes_full": self.handshakes_full,
                 "handshakes_resumed": self.handshakes_resumed,
                 "handshake_failures": self.handshake_failures,
+                "refused_per_client": self.refused_per_client,
                 "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out,
                 "tls_versions": dict(self.tls_versions),
@@ -201,6 +204,7 @@ class ProxyServer:
         self.handlers = {m: importlib.import_module(f"proxy.modes.{m}").handle
                          for m in {listener.mode for listener in config.listeners}}
         self.slots = threading.BoundedSemaphore(self.limits.max_connections)
+        self.per_client = ClientAddressLimit(self.limits.max_connections_per_client)  # both engines ask it
         self.acceptors: list[Acceptors] = []  # one set of connection threads per listener
         self.listen_sockets: list[tuple[socket.socket, cfg.ListenerConfig]] = []
         self.connections: set[ClientConnection] = set()
@@ -306,6 +310,9 @@ class ProxyServer:
         handler = self.handlers[listener.mode]
 
         def serve(sock: socket.socket, address: tuple) -> None:
+            if not self.admit(sock, address):
+                self.slots.release()  # refused before it held the slot for long
+                return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Looked up per connection, not once: a reload (SIGHUP) swaps the contexts.
             self._serve(ClientConnection(sock, address, listener), handler, self.tls_contexts.get(id(listener)))
@@ -336,7 +343,18 @@ class ProxyServer:
             with self.connections_lock:
                 self.connections.discard(conn)
             self.stats.add(connections_active=-1)
+            self.per_client.release(conn.address[0])
             self.slots.release()
+
+    def admit(self, sock: socket.socket, address: tuple) -> bool:
+        """The per-client-address limit, right after accept (both engines): False means closed, refused."""
+        if self.per_client.admit(address[0]):
+            return True
+        close_quietly(sock)  # before any handshake: a refused connection costs no TLS and holds no thread
+        self.stats.add(refused_per_client=1)
+        self.access_log.write(f"{address[0]}:{address[1]} refused: over max_connections_per_client "
+                              f"({self.per_client.limit}) from this address")
+        return False
 
     def _handshake(self, conn: ClientConnection, context: ssl.SSLContext) -> bool:
         """The TLS handshake of the client leg; False if it failed (already logged)."""

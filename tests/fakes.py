@@ -454,8 +454,10 @@ class RawTLSClient(RawClient):
     read, so ``end`` tells a clean close from a cut (see ``MemoryTLS``)."""
 
     def __init__(self, port: int, ca: str, server_name: str = "www.example.test", *, timeout: float = READ_TIMEOUT,
-                 context: ssl.SSLContext | None = None):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                 context: ssl.SSLContext | None = None, source: str | None = None):
+        # ``source``: another loopback address to connect from (127.0.0.2: another client, as the proxy counts)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                       source_address=(source, 0) if source else None)
         context = context or client_context(ca)
         try:
             super().__init__(MemoryTLS(raw, context, server_name))

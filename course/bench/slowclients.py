@@ -52,6 +52,26 @@ thread, in line with every other ready callback (``proxy.eventloop.loop``).  The
 ``timeline`` in the JSON (each request's start offset, latency and failure) shows
 where in the phase the slow requests fell.
 
+**The threaded engine's defences, and where threads stop.**  Three limits bound what a
+swarm can take from a thread per connection, and this module sets each one:
+
+* the head deadline (``--header-timeout``): a slow client holds its thread for at most
+  that long, then it is cut (408) and must reconnect;
+* ``max_connections`` (``--max-connections``), sized to memory: each slow client costs a
+  thread (step 4 of notebook 7 measures the resident memory of one), so the limit says
+  how many the machine can afford.  At the limit new clients wait in the backlog, the
+  normal one included, until a slow client is cut;
+* a per-address limit (``--per-client``, ``Limits.max_connections_per_client``,
+  ``proxy.admission``): the one too many from an address is closed at accept, with no
+  handshake and no thread held, so a swarm from one address (``--swarm-addresses 1``,
+  the default) cannot reach ``max_connections`` at all.
+
+The last one is where threads stop: a swarm spread over more addresses than
+``max_connections / per_client`` (``--swarm-addresses K``) passes it, each address under
+its limit, and the slots fill again.  What is left then is memory: a thread per slow
+client up to ``max_connections``, where the event loop holds each one as a socket in
+its selector.
+
 Which limits apply (``proxy/config.py``; ``tlsproxy serve`` has no flags for them, so
 this module writes them into a ``--config`` TOML file and prints them with the result):
 
@@ -65,6 +85,10 @@ this module writes them into a ``--config`` TOML file and prints them with the r
   what cuts a slow client here (its head is endless).  ``Timeouts.handshake`` (10 s)
   bounds a TLS handshake.  ``idle_keepalive`` (75 s) does not apply: a slow client
   sends its first byte at once.
+* ``Limits.max_connections_per_client`` (proxy default 0: off, as nginx's
+  ``limit_conn``): ``--per-client N``.  The swarm connects from ``--swarm-addresses``
+  loopback addresses, 127.0.0.2 onwards; the normal client from 127.0.0.1, so it has a
+  count of its own.
 * The proxy's listen backlog is 1024 (``ProxyServer.bind``), capped by
   ``net.core.somaxconn``; ``RLIMIT_NOFILE`` is raised to its hard limit in this
   process (the proxy and origin inherit it) and in the swarm.
@@ -81,6 +105,7 @@ from __future__ import annotations
 import argparse
 import errno
 import heapq
+import ipaddress
 import json
 import os
 import re
@@ -111,6 +136,7 @@ OPEN_TIMEOUT = 15.0  # the swarm gives up a connect + handshake after this (then
 BACKOFF = 1.0  # seconds before a swarm client whose open failed tries again
 ATTEMPTS_PER_CLIENT = 60  # the swarm's bound on connection attempts: N x this, in all
 HEADROOM = 64  # default max_connections = --slow + this
+MAX_SOURCES = 250  # --swarm-addresses: 127.0.0.2 to 127.0.0.251 at most (loopback, no setup needed)
 SWARM_READY = re.compile(r"swarm: ramped (\d+) of \d+")
 # The endless head: a request line, then one made-up field line after another.  At one
 # byte a second it never ends, so only the proxy's head timeout (or a limit) ends it.
@@ -165,6 +191,7 @@ class SlowClient:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.bind((swarm.sources[self.number % len(swarm.sources)], 0))  # not the normal client's address
         error = self.sock.connect_ex(swarm.address)
         if error not in (0, errno.EINPROGRESS):
             return self.open_failed(f"connect {errno.errorcode.get(error, error)}")
@@ -274,8 +301,9 @@ class SlowClient:
 class Swarm:
     """N slow clients on one selector and one timer heap."""
 
-    def __init__(self, address: tuple[str, int], count: int) -> None:
+    def __init__(self, address: tuple[str, int], count: int, sources: tuple[str, ...] = ("127.0.0.2",)) -> None:
         self.address = address
+        self.sources = sources  # the loopback addresses the clients connect from, in turn
         self.selector = selectors.DefaultSelector()
         # An attacker verifies nothing; the handshake (key exchange, signature) still happens.
         self.context = client_context(verify=False, min_version="1.3")
@@ -346,12 +374,18 @@ class Swarm:
         self.selector.close()
 
 
+def swarm_sources(count: int) -> tuple[str, ...]:
+    """The swarm's source addresses: 127.0.0.2 onwards (the normal client is 127.0.0.1)."""
+    base = ipaddress.IPv4Address("127.0.0.2")
+    return tuple(str(base + n) for n in range(count))
+
+
 def swarm_main(args: argparse.Namespace) -> int:
     """The hidden ``--swarm-child`` entry: run the swarm, write its counts to ``--result``."""
     fds = raise_file_limit()
     if fds < args.slow + 64:
         print(f"swarm: RLIMIT_NOFILE is {fds}, fewer than {args.slow} clients need", flush=True)
-    swarm = Swarm(("127.0.0.1", args.port), args.slow)
+    swarm = Swarm(("127.0.0.1", args.port), args.slow, swarm_sources(args.swarm_addresses))
 
     def stop(*_):
         swarm.stopping = True
@@ -450,7 +484,8 @@ def proxy_config(path: Path, pki: DemoPKI, origin_port: int, settings: argparse.
         f"certs = [{{ cert = {json.dumps(cert)}, key = {json.dumps(key)} }}]\n\n"
         f"[[pools]]\nname = \"web\"\nbackends = [\"http://127.0.0.1:{origin_port}\"]\n\n"
         f"[timeouts]\nhandshake = {settings.handshake_timeout}\nheader_read = {settings.header_timeout}\n\n"
-        f"[limits]\nmax_connections = {settings.max_connections}\n")
+        f"[limits]\nmax_connections = {settings.max_connections}\n"
+        f"max_connections_per_client = {settings.per_client}\n")
     return path
 
 
@@ -483,6 +518,7 @@ def run_engine(engine: str, settings: argparse.Namespace, pki: DemoPKI, workdir:
         swarm = Child(f"{engine}-swarm", [
             sys.executable, "-m", "course.bench.slowclients", "--swarm-child", "--port", str(proxy.port),
             "--slow", str(settings.slow), "--ramp-timeout", str(settings.ramp_timeout), "--result", str(result_file),
+            "--swarm-addresses", str(settings.swarm_addresses),
             "--hard-seconds", str(settings.ramp_timeout + settings.seconds + 3 * settings.request_timeout + 10),
         ], logdir, SWARM_READY)
         say(f"swarm: {settings.slow} slow clients connecting (up to {settings.ramp_timeout:g}s)")
@@ -525,13 +561,20 @@ def _open_failures(slow: dict) -> str:
     return ", ".join(f"{k[13:]} {v}" for k, v in sorted(counts.items()) if k.startswith("open failed: ")) or "-"
 
 
+def _sources(count: int) -> str:
+    addresses = swarm_sources(count)
+    return addresses[0] if count == 1 else f"{count} addresses, {addresses[0]} to {addresses[-1]}"
+
+
 def report_lines(run: dict) -> list[str]:
     s = run["settings"]
     lines = [
-        f"slow clients: {s['slow']} (TLS handshake, then a request head at 1 byte/s; reconnect when cut)",
+        f"slow clients: {s['slow']} (TLS handshake, then a request head at 1 byte/s; reconnect when cut), "
+        f"from {_sources(s.get('swarm_addresses', 1))}",
         f"normal client: {s['rate']:g} GET {PATH}/s, {'keep-alive' if s['normal'] == 'keepalive' else 'a new TLS connection per request'}, "
         f"request timeout {s['request_timeout']:g}s",
-        f"proxy limits: max_connections {s['max_connections']}, header_read {s['header_timeout']:g}s, "
+        f"proxy limits: max_connections {s['max_connections']}, max_connections_per_client "
+        f"{s.get('per_client') or 'off'}, header_read {s['header_timeout']:g}s, "
         f"handshake {s['handshake_timeout']:g}s, listen backlog 1024 (somaxconn {s['somaxconn']}), "
         f"RLIMIT_NOFILE {s['nofile']}",
         f"phases: baseline {s['baseline']:g}s, ramp up to {s['ramp_timeout']:g}s, loaded {s['seconds']:g}s",
@@ -589,6 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="longest wait for the swarm to connect before the loaded phase starts anyway (default 20)")
     parser.add_argument("--max-connections", type=int, metavar="N",
                         help=f"the proxy's Limits.max_connections (default: N slow + {HEADROOM}; proxy default 1024)")
+    parser.add_argument("--per-client", type=int, default=0, metavar="N",
+                        help="the proxy's Limits.max_connections_per_client (default 0: off, the proxy's default)")
+    parser.add_argument("--swarm-addresses", type=int, default=1, metavar="K",
+                        help=f"the swarm connects from K loopback addresses, 127.0.0.2 onwards, 1 to {MAX_SOURCES} "
+                             "(default 1; the normal client is 127.0.0.1)")
     parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
                         help="the proxy's Timeouts.header_read (default 10, the proxy's)")
     parser.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
@@ -616,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
         return swarm_main(args)
     if args.slow < 1 or args.seconds <= 0 or args.baseline <= 0 or args.rate <= 0:
         raise SystemExit("--slow, --seconds, --baseline and --rate must be positive")
+    if not 1 <= args.swarm_addresses <= MAX_SOURCES or args.per_client < 0:
+        raise SystemExit(f"--swarm-addresses must be 1 to {MAX_SOURCES}, --per-client 0 or more")
     if args.max_connections is None:
         args.max_connections = args.slow + HEADROOM
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -623,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     somaxconn = Path("/proc/sys/net/core/somaxconn").read_text().strip()
     settings = {k: getattr(args, k) for k in ("slow", "seconds", "baseline", "rate", "normal", "request_timeout",
                                               "ramp_timeout", "max_connections", "header_timeout", "handshake_timeout",
-                                              "handshake_threads")}
+                                              "handshake_threads", "per_client", "swarm_addresses")}
     run = {"settings": {**settings, "somaxconn": int(somaxconn), "nofile": nofile}, "engines": {}}
     engines = ENGINES if args.engine == "both" else (args.engine,)
     with tempfile.TemporaryDirectory(prefix="slowclients-") as scratch:

@@ -213,6 +213,8 @@ class EventLoopEngine:
     def accepted(self, sock: socket.socket, address, listener: Listener) -> None:
         from proxy.server import ClientConnection  # here: proxy.server starts this engine
 
+        if not self.server.admit(sock, address):  # over max_connections_per_client: closed already
+            return
         conn = ClientConnection(sock, address, listener.config)
         self.active += 1
         with self.server.connections_lock:
@@ -253,6 +255,7 @@ class EventLoopEngine:
         with self.server.connections_lock:
             self.server.connections.discard(conn)
         self.server.stats.add(connections_active=-1)
+        self.server.per_client.release(conn.address[0])
         self.active -= 1
         if self.deadline is None:
             self.watch_listeners(True)  # below the limit again

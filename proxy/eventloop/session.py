@@ -441,6 +441,8 @@ class LoopExchange:
         body = data if len(data) <= remaining else data[:remaining]
         reader.body_received_directly(len(body))
         self.send_body(http1.Data(body))
+        if self.finished:  # the client went away as it was sent
+            return
         self.response_bytes += len(body)
         if len(body) < len(data):
             reader.feed(data[len(body):])
@@ -504,6 +506,8 @@ class LoopExchange:
 
     def pause_backend(self) -> None:
         """Read the backend no further until the client has taken some of the response."""
+        if self.link is None:  # sending failed on the spot (an HTTP/2 connection that broke): nothing to pause
+            return
         self.backend_paused = True
         self.link.stream.pause_reading()
         self.session.clock.check(self.due())

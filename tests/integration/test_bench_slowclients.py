@@ -58,3 +58,21 @@ def test_small_run_on_both_engines(tmp_path):
     assert eventloop["proxy"]["peak_threads"] == eventloop["proxy"]["idle"]["threads"]  # one loop thread, flat
     for phase in ("baseline", "loaded"):
         assert eventloop[phase]["failed"] == 0 and eventloop[phase]["ok"] == eventloop[phase]["sent"], eventloop[phase]
+
+
+def test_a_per_client_limit_caps_the_swarm_per_address(tmp_path):
+    """--per-client 10 and a swarm from two addresses: at most 10 slow clients each get in."""
+    out = tmp_path / "slow.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "course.bench.slowclients", "--engine", "threaded", "--slow", "40",
+         "--per-client", "10", "--swarm-addresses", "2", "--ramp-timeout", "3", "--seconds", "2",
+         "--baseline", "1", "--header-timeout", "8", "--out", str(out), "--workdir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "max_connections_per_client 10" in done.stdout and "2 addresses, 127.0.0.2 to 127.0.0.3" in done.stdout
+    result = json.loads(out.read_text())["engines"]["threaded"]
+    slow = result["slow"]
+    assert 10 < slow["connected_at_end"] <= 20, slow  # each address its own ten
+    assert sum(v for k, v in slow["counts_total"].items() if k.startswith("open failed")) > 0, slow
+    assert result["proxy"]["peak_threads"] < result["proxy"]["idle"]["threads"] + 40  # not a thread per slow client
+    assert result["loaded"]["failed"] == 0, result["loaded"]  # the normal client, 127.0.0.1, is not limited

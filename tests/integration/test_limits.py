@@ -23,6 +23,7 @@ from proxy.http1 import Limits as HTTPLimits
 from proxy.server import ProxyServer
 from tests.conftest import both_engines
 from tests.fakes import RawTLSClient
+from tests.processes import wait_until
 
 engine = both_engines  # every limit is checked on both engines ([proxy] engine in the TOML below)
 
@@ -213,6 +214,28 @@ def test_max_connections_makes_the_next_client_wait(start):
     second.close()
 
 
+def test_max_connections_per_client_closes_the_one_too_many_at_once(start, tmp_path):
+    """One address may hold two connections; the third is closed before its handshake (proxy.admission)."""
+    proxy = start(limits="max_connections_per_client = 2")
+    first, second = RawTLSClient(proxy.port, proxy.ca), RawTLSClient(proxy.port, proxy.ca)
+    started = time.monotonic()
+    with pytest.raises(OSError):  # ssl.SSLError is one: the handshake meets a closed socket
+        RawTLSClient(proxy.port, proxy.ca, timeout=5)
+    assert time.monotonic() - started < 2, "the one too many was made to wait, not refused"
+    with RawTLSClient(proxy.port, proxy.ca, source="127.0.0.2") as other:  # another address: its own count
+        other.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        assert other.read_response().status == 200
+    first.close()  # the address is under its limit again
+    assert wait_until(lambda: proxy.per_client.open.get("127.0.0.1") == 1, 5)
+    with RawTLSClient(proxy.port, proxy.ca) as again:
+        again.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        assert again.read_response().status == 200
+    second.close()
+    assert wait_until(lambda: not proxy.per_client.open, 5), "every count went back to zero"
+    assert proxy.stats.refused_per_client == 1
+    assert "refused: over max_connections_per_client (2) from this address" in (tmp_path / "access.log").read_text()
+
+
 # --------------------------------------------------------------------------- the file itself
 def test_every_timeout_and_limit_can_be_set_in_toml(tmp_path, pki):
     numbers = {}
@@ -237,6 +260,7 @@ def test_every_timeout_and_limit_can_be_set_in_toml(tmp_path, pki):
     ("timeouts", "header_read = -1", "header_read must be positive"),
     ("limits", "max_connections = 0", "max_connections must be positive"),
     ("limits", "max_fields = 0", "max_fields must be positive"),
+    ("limits", "max_connections_per_client = -1", "must be a whole number, 0 for no limit"),
     ("limits", "max_body = 10", "unknown key 'max_body'"),
     ("timeouts", "header_read = \"10s\"", "expected float"),
 ])
