@@ -8,10 +8,11 @@ Against a slow client that is the whole attack (slowloris, Robert Hansen, 2009):
 of its connections trickles a request head and holds a slot for as long as the head
 timeout allows, and on the threaded engine a connection thread as well.
 
-``ClientAddressLimit`` counts the open connections of each client address and refuses
-the one over ``max_connections_per_client``, right after ``accept()``: no TLS
-handshake, no thread held, the socket closed at once.  Both engines ask it (``admit``)
-before they serve a connection, and tell it when one ends (``release``)::
+``ClientAddressLimit`` counts the open connections of each client address, over all the
+proxy's listeners, and refuses the one over ``max_connections_per_client`` right after
+``accept()``: no TLS handshake, no thread held, the socket closed at once.  Both engines
+ask it (``admit``) before they serve a connection, and tell it when one ends
+(``release``)::
 
     accept() ──▶ admit(address)? ──no──▶ close; counted as refused_per_client
                       │ yes

@@ -432,11 +432,11 @@ class LoopExchange:
     def copy_body(self, data: bytes, remaining: int) -> None:
         """A large Content-Length body goes to the client past the reader (``proxy.drive.pump_body``'s direct copy).
 
-        Fed to the reader, each piece would be copied into its buffer and out again as a
-        ``Data``: two copies and a dozen calls per 64 KiB read.  The reader still decides
-        where the body ends (``body_received_directly``), and bytes past the end are fed
-        to it as usual, so a backend that sent more than it framed is still caught
-        (``backend_reusable``)."""
+        Fed to the reader, each piece would be copied into its buffer and copied out again
+        as a ``Data``: two copies of every 64 KiB read that this path does not make.  The
+        reader still decides where the body ends (``body_received_directly``), and bytes
+        past the end are fed to it as usual, so a backend that sent more than it framed is
+        still caught (``backend_reusable``)."""
         reader = self.link.reader
         body = data if len(data) <= remaining else data[:remaining]
         reader.body_received_directly(len(body))
