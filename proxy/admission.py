@@ -1,4 +1,4 @@
-"""A limit on open connections per client address, checked at accept (nginx ``limit_conn``).
+"""A limit on open connections per client address, checked at accept (nginx stream ``limit_conn``).
 
 Theory of operation
 -------------------
@@ -19,12 +19,18 @@ ask it (``admit``) before they serve a connection, and tell it when one ends
                       ▼
                  handshake, requests ... close ──▶ release(address)
 
-The defaults and what it cannot do, said plainly:
+What it counts, its default, and what it cannot do, said plainly:
 
-* It is off by default (0), as nginx's ``limit_conn`` is until configured: many honest
-  clients can share one address (a company's NAT, carrier-grade NAT, a forward proxy),
-  and a limit low enough to stop an attacker would cut them off too.  HAProxy's
-  equivalent is ``tcp-request connection reject if { src_conn_cur ge N }``.
+* It counts what nginx's *stream* ``limit_conn`` counts: every connection, and over the
+  limit "the server will close the connection" (ngx_stream_limit_conn_module).  HAProxy's
+  equivalent is ``tcp-request connection reject if { src_conn_cur ge N }``, over a stick
+  table that stores ``conn_cur`` per source address.  nginx's *HTTP* ``limit_conn`` is
+  another thing: it counts a connection only once "the whole request header has already
+  been read" and answers 503 (ngx_http_limit_conn_module), so it never sees a slowloris
+  connection, whose head never ends.
+* It is off by default (0), as ``limit_conn`` is until configured: many honest clients
+  can share one address (a company's NAT, carrier-grade NAT, a forward proxy), and a
+  limit low enough to stop an attacker would cut them off too.
 * It counts addresses, not people: a swarm spread over many addresses passes it, each
   address under the limit.  Against that, only the head timeout
   (``Timeouts.header_read``) and a ``max_connections`` sized to what memory holds are

@@ -201,7 +201,7 @@ class Timeouts:
 @dataclass(frozen=True)
 class Limits:
     max_connections: int = 1024  # concurrent client connections (nginx `worker_connections 512` x 2 workers)
-    # open connections per client address (proxy.admission); 0: no limit, as nginx without limit_conn
+    # open connections per client address (proxy.admission); 0: no limit, as nginx without stream limit_conn
     max_connections_per_client: int = 0
     max_requests_per_connection: int = 1000  # nginx `keepalive_requests 1000`
     pool_max_idle: int = 32  # idle connections kept per backend (nginx `keepalive 32` is a common setting)

@@ -85,8 +85,8 @@ this module writes them into a ``--config`` TOML file and prints them with the r
   what cuts a slow client here (its head is endless).  ``Timeouts.handshake`` (10 s)
   bounds a TLS handshake.  ``idle_keepalive`` (75 s) does not apply: a slow client
   sends its first byte at once.
-* ``Limits.max_connections_per_client`` (proxy default 0: off, as nginx's
-  ``limit_conn``): ``--per-client N``.  The swarm connects from ``--swarm-addresses``
+* ``Limits.max_connections_per_client`` (proxy default 0: off; ``proxy.admission``):
+  ``--per-client N``.  The swarm connects from ``--swarm-addresses``
   loopback addresses, 127.0.0.2 onwards; the normal client from 127.0.0.1, so it has a
   count of its own.
 * The proxy's listen backlog is 1024 (``ProxyServer.bind``), capped by
