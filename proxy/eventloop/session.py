@@ -423,7 +423,7 @@ class LoopExchange:
         reader = self.link.reader
         if self.response is not None:
             remaining = reader.body_remaining()  # a Content-Length body with nothing buffered
-            if remaining is not None and remaining >= DIRECT_COPY_AT:
+            if remaining is not None and remaining >= max(DIRECT_COPY_AT, len(data)):
                 return self.copy_body(data, remaining)
         reader.feed(data)
         if self.phase.phase is not Phase.SEND_REQUEST:
@@ -433,20 +433,17 @@ class LoopExchange:
         """A large Content-Length body goes to the client past the reader (``proxy.drive.pump_body``'s direct copy).
 
         Fed to the reader, each piece would be copied into its buffer and copied out again
-        as a ``Data``: two copies of every 64 KiB read that this path does not make.  The
-        reader still decides where the body ends (``body_received_directly``), and bytes
-        past the end are fed to it as usual, so a backend that sent more than it framed is
-        still caught (``backend_reusable``)."""
-        reader = self.link.reader
-        body = data if len(data) <= remaining else data[:remaining]
-        reader.body_received_directly(len(body))
-        self.send_body(http1.Data(body))
+        as a ``Data``: two copies of every 64 KiB read that this path does not make.  Only
+        a piece that is all body comes here (``backend_data``); one that runs past the end
+        goes through the reader, which catches a backend that sent more than it framed
+        (``backend_reusable``).  The reader still decides where the body ends: it is told
+        how many bytes went by (``body_received_directly``)."""
+        self.link.reader.body_received_directly(len(data))
+        self.send_body(http1.Data(data))
         if self.finished:  # the client went away as it was sent
             return
-        self.response_bytes += len(body)
-        if len(body) < len(data):
-            reader.feed(data[len(body):])
-        if len(body) < remaining and self.client_full():
+        self.response_bytes += len(data)
+        if len(data) < remaining and self.client_full():
             return self.pause_backend()
         self.read_response()  # the EndOfMessage, once the body is complete
 
